@@ -1,0 +1,351 @@
+"""Flagger-compatible webhooks (``spec.analysis.webhooks``).
+
+Each hook gets ``POST <url>`` with ``Content-Type: application/json`` and the body
+``{"name", "namespace", "phase", "checksum", "metadata"}``. A hook succeeds when the answer's
+status is <= 202, exactly as Flagger (so 204 is a failure). Nothing here raises for a network
+problem: every call ends in a :class:`~canary.types.WebhookResult`.
+
+Behaviour, compared with Flagger:
+
+* ``timeout`` (Go duration, default 10s) bounds each attempt. As in Flagger, a value shorter
+  than 2 characters means 10s and an unparsable one fails the hook; ``0s`` means 10s here
+  (in Go it would mean "no timeout", which would hang the tick).
+* ``retries`` extra attempts are made on connection failures (incl. connect timeouts), HTTP 429
+  and 5xx except 501, with a short exponential backoff (0.2 s doubling, at most 2 s; a
+  ``Retry-After`` is honoured up to that cap). Flagger's HTTP library waits 1-30 s, too long
+  for a tick. A read timeout is not retried: the hook may still be working.
+* On failure the message carries the status code and the start of the response body (Flagger
+  reports only the body); URLs in messages lose their query string (it may hold a token).
+* Redirects are followed, as Go's HTTP client does.
+* Hooks of one type run one after the other in spec order and, like Flagger, stop early:
+  gating types stop at the first failure, ``rollback`` at the first success (one is enough to
+  roll back); ``post-rollout`` and ``event`` hooks are all called.
+* ``metadata`` is always sent (``{}`` when the hook has none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base
+
+from canary.duration import parse_duration
+from canary.types import WebhookResult
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Hook",
+    "aclose_shared_clients",
+    "call_webhook",
+    "call_webhooks",
+    "hook_timeout",
+    "payload_for",
+    "send_event",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_BACKOFF = 0.2
+MAX_BACKOFF = 2.0
+BODY_SNIPPET = 300
+#: Keys of an event payload's metadata that the hook's own metadata cannot override.
+EVENT_KEYS = ("eventMessage", "eventType", "timestamp")
+
+
+# ---- reading a webhook entry (pydantic model or dict) ------------------------------------
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One ``analysis.webhooks[]`` entry, normalised."""
+
+    name: str
+    url: str
+    type: str = "rollout"  # "" is normalised to rollout
+    timeout: str | None = None
+    retries: int = 0
+    disable_tls: bool = False
+    mute_alert: bool = False
+    metadata: Mapping[str, str] | None = None
+
+    @classmethod
+    def of(cls, hook: Any) -> Hook:
+        if isinstance(hook, Hook):
+            return hook
+
+        def get(*keys: str) -> Any:
+            for key in keys:
+                value = hook.get(key) if isinstance(hook, Mapping) else getattr(hook, key, None)
+                if value is not None:
+                    return value
+            return None
+
+        return cls(
+            name=str(get("name") or ""),
+            url=str(get("url") or ""),
+            type=str(get("type") or "rollout"),
+            timeout=get("timeout"),
+            retries=int(get("retries") or 0),
+            disable_tls=bool(get("disable_tls", "disableTLS")),
+            mute_alert=bool(get("mute_alert", "muteAlert")),
+            metadata=get("metadata"),
+        )
+
+
+def _field(obj: Any, *names: str) -> Any:
+    for name in names:
+        if obj is None:
+            return None
+        obj = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    return obj
+
+
+def _hooks(canary: Any) -> list[Hook]:
+    return [Hook.of(h) for h in (_field(canary, "spec", "analysis", "webhooks") or [])]
+
+
+def _name_ns(canary: Any) -> tuple[str, str]:
+    meta = _field(canary, "metadata")
+    return str(_field(meta, "name") or ""), str(_field(meta, "namespace") or "")
+
+
+def hook_timeout(timeout: str | None) -> float:
+    """Seconds for a hook's ``timeout`` (Flagger: shorter than 2 characters means 10s).
+
+    Raises ValueError for an unparsable duration.
+    """
+    if not timeout or len(timeout) < 2:
+        return DEFAULT_TIMEOUT
+    seconds = parse_duration(timeout)
+    return seconds if seconds > 0 else DEFAULT_TIMEOUT
+
+
+def payload_for(canary: Any, phase: Any, checksum: str, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    name, namespace = _name_ns(canary)
+    return {
+        "name": name,
+        "namespace": namespace,
+        "phase": str(getattr(phase, "value", phase)),
+        "checksum": checksum,
+        "metadata": dict(metadata or {}),
+    }
+
+
+# ---- HTTP -----------------------------------------------------------------------------------
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, httpx.AsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shared_client(verify: bool) -> httpx.AsyncClient:
+    """One pooled AsyncClient per event loop and TLS-verification setting."""
+    loop = asyncio.get_running_loop()
+    per_loop = _shared.setdefault(loop, {})
+    client = per_loop.get(verify)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(verify=verify, timeout=DEFAULT_TIMEOUT)
+        per_loop[verify] = client
+    return client
+
+
+async def aclose_shared_clients() -> None:
+    """Close the shared HTTP clients of the running loop (call on operator shutdown)."""
+    for client in _shared.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response):
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _retryable_status(code: int) -> bool:
+    return code == 429 or (code >= 500 and code != 501)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _RetryableStatus | httpx.ConnectTimeout):
+        return True
+    if isinstance(exc, httpx.TimeoutException):
+        return False
+    return isinstance(exc, httpx.TransportError)
+
+
+class _Backoff(wait_base):
+    """Exponential backoff (base, 2*base, ... up to cap) that honours a short Retry-After."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap = base, cap
+
+    def __call__(self, retry_state: Any) -> float:
+        wait = self.base * 2 ** (retry_state.attempt_number - 1)
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _RetryableStatus):
+            after = exc.response.headers.get("Retry-After", "")
+            if after.strip().isdigit():
+                wait = float(after)
+        return max(0.0, min(wait, self.cap))
+
+
+def _safe_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]  # drop user:password@
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _snippet(text: str, limit: int = BODY_SNIPPET) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+async def call_webhook(
+    hook: Any,
+    payload: Mapping[str, Any],
+    client: httpx.AsyncClient | None = None,
+    *,
+    backoff: float = DEFAULT_BACKOFF,
+) -> WebhookResult:
+    """POST `payload` to one hook; never raises for HTTP or network problems."""
+    hook = Hook.of(hook)
+    where = f"webhook {hook.name} ({_safe_url(hook.url)})"
+    try:
+        timeout = hook_timeout(hook.timeout)
+    except ValueError as exc:
+        return WebhookResult(hook.name, hook.type, ok=False, message=f"{where}: invalid timeout: {exc}")
+    http = client if client is not None and not hook.disable_tls else _shared_client(not hook.disable_tls)
+    attempts = 0
+
+    async def post() -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        response = await http.post(
+            hook.url,
+            json=dict(payload),
+            headers={"Content-Type": "application/json"},
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=True,
+        )
+        if _retryable_status(response.status_code):
+            raise _RetryableStatus(response)
+        return response
+
+    tries = "" if hook.retries == 0 else " after {n} attempt(s)"
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(max(0, hook.retries) + 1),
+            wait=_Backoff(backoff, MAX_BACKOFF),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                response = await post()
+    except _RetryableStatus as exc:
+        response = exc.response
+    except httpx.TimeoutException as exc:
+        return WebhookResult(
+            hook.name, hook.type, ok=False,
+            message=f"{where} timed out after {timeout:g}s ({type(exc).__name__})" + tries.format(n=attempts),
+        )
+    except Exception as exc:  # connection refused, DNS, invalid URL, TLS ...
+        reason = str(exc) or type(exc).__name__
+        return WebhookResult(
+            hook.name, hook.type, ok=False,
+            message=f"{where} failed: {type(exc).__name__}: {reason}" + tries.format(n=attempts),
+        )
+    code = response.status_code
+    body = _snippet(response.text)
+    if code <= 202:
+        message = f"{where} returned {code}" + (f": {body}" if body else "")
+        return WebhookResult(hook.name, hook.type, ok=True, status_code=code, message=message)
+    return WebhookResult(
+        hook.name, hook.type, ok=False, status_code=code,
+        message=f"{where} returned {code}" + tries.format(n=attempts) + (f": {body}" if body else ""),
+    )
+
+
+def _should_stop(hook_type: str, result: WebhookResult) -> bool:
+    if hook_type in ("post-rollout", "event"):
+        return False
+    if hook_type == "rollback":
+        return result.ok
+    return not result.ok
+
+
+async def call_webhooks(
+    canary: Any,
+    hooks_of_type: str,
+    phase: Any,
+    checksum: str,
+    client: httpx.AsyncClient | None = None,
+    *,
+    stop_early: bool = True,
+    backoff: float = DEFAULT_BACKOFF,
+) -> tuple[WebhookResult, ...]:
+    """Call the canary's hooks of one type ("" = rollout) one after the other, in spec order.
+
+    With `stop_early` (the default, as Flagger) gating types stop at the first failure and
+    ``rollback`` at the first success, so the tuple may be shorter than the list of hooks.
+    """
+    wanted = hooks_of_type or "rollout"
+    results: list[WebhookResult] = []
+    for hook in _hooks(canary):
+        if hook.type != wanted:
+            continue
+        result = await call_webhook(hook, payload_for(canary, phase, checksum, hook.metadata), client,
+                                    backoff=backoff)
+        if not result.ok:
+            log.info("%s", result.message)
+        results.append(result)
+        if stop_early and _should_stop(wanted, result):
+            break
+    return tuple(results)
+
+
+async def send_event(
+    canary: Any,
+    message: str,
+    event_type: str,
+    phase: Any,
+    checksum: str,
+    client: httpx.AsyncClient | None = None,
+    *,
+    default_url: str | None = None,
+    now: datetime | None = None,
+    backoff: float = DEFAULT_BACKOFF,
+) -> tuple[WebhookResult, ...]:
+    """Post a Kubernetes event to the canary's ``event`` hooks (or `default_url` if it has none).
+
+    The metadata gets ``eventMessage``, ``eventType`` (Normal|Warning) and ``timestamp`` (unix
+    milliseconds as a string); the hook's own metadata cannot override them. Failures are
+    logged and returned, never raised.
+    """
+    hooks = [h for h in _hooks(canary) if h.type == "event"]
+    if not hooks and default_url:
+        hooks = [Hook(name="event-webhook", url=default_url, type="event")]
+    millis = int(now.timestamp() * 1000) if now is not None else time.time_ns() // 1_000_000
+    results: list[WebhookResult] = []
+    for hook in hooks:
+        metadata = dict(hook.metadata or {})
+        metadata.update(eventMessage=message, eventType=event_type, timestamp=str(millis))
+        result = await call_webhook(hook, payload_for(canary, phase, checksum, metadata), client,
+                                    backoff=backoff)
+        if not result.ok:
+            log.warning("event %s", result.message)
+        results.append(result)
+    return tuple(results)
