@@ -595,6 +595,9 @@ class CanaryStatus(ApiModel):
         for name, info in type(self).model_fields.items():
             if getattr(self, name) is None:
                 body[info.alias or name] = None
+        if body.get("phase") == "":
+            # Kubernetes 1.20 rejects "" against an enum that lists it; no phase is no key
+            body["phase"] = None
         return body
 
     def condition(self, type_: str) -> Condition | None:

@@ -64,3 +64,10 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def pytest_configure(config):
+    # the testbed's apiserver has a self-signed certificate on loopback
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)

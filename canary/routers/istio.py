@@ -201,10 +201,21 @@ def read_routes(canary: Canary, vs: dict) -> Routes | None:
 # ---- the router ---------------------------------------------------------------------------
 
 
+Cache = Callable[[str, str, str], "dict | None"]  # (plural, namespace, name) -> object from a watch
+
+
 class IstioRouter:
-    def __init__(self, kube: Kube, *, api_version: str | None = None):
+    def __init__(self, kube: Kube, *, api_version: str | None = None, cache: Cache | None = None):
         self.kube = kube
         self._api_version = api_version
+        self._cache = cache  # watch cache: saves a GET per tick; stale entries end in 409 + retry
+
+    async def _read(self, version: str, plural: str, namespace: str, name: str, fresh: bool) -> dict | None:
+        if self._cache is not None and not fresh:
+            obj = self._cache(plural, namespace, name)
+            if obj is not None:
+                return obj
+        return await self.kube.get(version, plural, namespace, name)
 
     async def api_version(self) -> str:
         if self._api_version is None:
@@ -232,8 +243,8 @@ class IstioRouter:
         """None when the VirtualService is missing or has no primary/canary route yet (a foreign
         VirtualService that `reconcile` has not taken over)."""
         canary = as_canary(canary)
-        vs = await self.kube.get(await self.api_version(), "virtualservices", canary.namespace,
-                                 service_name(canary))
+        vs = await self._read(await self.api_version(), "virtualservices", canary.namespace,
+                              service_name(canary), fresh=False)
         return None if vs is None else read_routes(canary, vs)
 
     async def set_routes(self, canary: Canary, routes: Routes) -> None:
@@ -255,9 +266,9 @@ class IstioRouter:
 
     async def _upsert(self, canary: Canary, plural: str, desired_for: Callable[[dict | None], dict]) -> None:
         version = await self.api_version()
-        for _ in range(3):
+        for attempt in range(3):
             name = desired_for(None)["metadata"]["name"]
-            existing = await self.kube.get(version, plural, canary.namespace, name)
+            existing = await self._read(version, plural, canary.namespace, name, fresh=attempt > 0)
             desired = desired_for(existing)
             if existing is None:
                 try:
@@ -268,6 +279,7 @@ class IstioRouter:
                         raise
                     continue
             body = copy.deepcopy(existing)
+            body["apiVersion"] = version  # a watch may deliver another served version
             meta = body.setdefault("metadata", {})
             annotations = meta.setdefault("annotations", {})
             owned = is_owned_by(existing, canary)
@@ -278,7 +290,7 @@ class IstioRouter:
             if owned and desired["metadata"].get("labels"):
                 meta["labels"] = {**(meta.get("labels") or {}), **desired["metadata"]["labels"]}
             body["spec"] = desired["spec"]
-            if body == existing:
+            if body == {**existing, "apiVersion": version}:
                 return
             try:
                 await self.kube.replace(version, plural, canary.namespace, name, body)

@@ -18,10 +18,12 @@ def _ready() -> bool:
         return False
 
 
-pytestmark = [
-    pytest.mark.testbed,
-    pytest.mark.skipif(not _ready(), reason=f"testbed Prometheus not reachable at {PROMETHEUS}"),
-]
+pytestmark = pytest.mark.testbed
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_up(testbed):
+    assert _ready(), f"testbed Prometheus not reachable at {PROMETHEUS}"
 
 
 # A namespace no simulator reports, so that the builtin queries have no values.

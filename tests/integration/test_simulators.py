@@ -1,6 +1,6 @@
 """The testbed's simulators against the real API server and Prometheus.
 
-Needs a running testbed (`python -m testbed up`); skipped otherwise. Every test
+Runs on the testbed (started by the session fixture). Every test
 works in its own `sim-test-*` namespace(s), deleted at the end of the module.
 Traffic-measuring setups are all created by one module fixture so their data
 accumulate in parallel.
@@ -239,10 +239,10 @@ def _testbed_up() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(testbed):
     why = _testbed_up()
     if why:
-        pytest.skip(f"testbed is not up ({why}); run `python -m testbed up`")
+        pytest.fail(f"testbed is not up ({why})")
     c = Cluster(Kube(str(KUBECONFIG)))
     yield c
     c.cleanup()

@@ -1,0 +1,227 @@
+"""kopf wiring, and nothing else: watches feed caches and the scheduler; ticks go to the reconciler.
+
+`canary operator --kubeconfig ... --metrics-server URL --mesh-provider istio` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from canary.adapters.events import EventRecorder
+from canary.adapters.kube import Kube
+from canary.adapters.workload import Workloads
+from canary.metrics import OperatorMetrics
+from canary.models import Canary
+from canary.reconciler import Deps, reconcile
+from canary.routers import make_router
+from canary.scheduler import Scheduler
+
+log = logging.getLogger("canary.operator")
+
+GROUP, VERSION = "canary.dev", "v1beta1"
+
+
+@dataclass
+class Options:
+    kubeconfig: str | None = None
+    metrics_server: str = "http://prometheus:9090"
+    mesh_provider: str = "istio"
+    namespace: str | None = None  # None: all namespaces
+    label_selector: str | None = None  # only Canaries with these labels (sharding)
+    metrics_port: int = 0  # 0: no metrics endpoint
+    max_concurrent: int = 50
+    liveness: str | None = None
+
+
+class WatchCache:
+    """Latest version of each watched object, keyed by (namespace, name): an informer store."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict] = {}
+
+    def update(self, event: dict) -> tuple[str, str] | None:
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if event.get("type") == "DELETED":
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        return key
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        return self.objects.get((namespace, name))
+
+
+@dataclass
+class Caches:
+    deployments: WatchCache = field(default_factory=WatchCache)
+    templates: WatchCache = field(default_factory=WatchCache)
+    routes: dict[str, WatchCache] = field(default_factory=dict)  # plural -> cache
+
+    def route_object(self, plural: str, namespace: str, name: str) -> dict | None:
+        cache = self.routes.get(plural)
+        return cache.get(namespace, name) if cache is not None else None
+
+    def deployment(self, namespace: str, name: str) -> dict | None:
+        return self.deployments.get(namespace, name)
+
+    def metric_template(self, namespace: str, name: str) -> dict | None:
+        return self.templates.get(namespace, name)
+
+
+class Operator:
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.caches = Caches()
+        self.kube: Kube | None = None
+        self.deps: Deps | None = None
+        self.scheduler: Scheduler | None = None
+        self.metrics = OperatorMetrics()
+        self._routers: dict[str, Any] = {}
+        self.registry = kopf.OperatorRegistry()
+        self._register()
+
+    # ---- setup ------------------------------------------------------------------
+
+    def router_for(self, canary: Canary):
+        provider = canary.spec.provider or self.opts.mesh_provider
+        if provider not in self._routers:
+            self._routers[provider] = make_router(provider, self.kube, cache=self.caches.route_object)
+        return self._routers[provider]
+
+    async def _tick(self, obj) -> float:
+        with self.metrics.tick_seconds.time():
+            return await reconcile(self.deps, obj, self.caches)
+
+    def _register(self) -> None:
+        reg = self.registry
+        selector = _labels(self.opts.label_selector)
+
+        @kopf.on.startup(registry=reg)
+        async def startup(settings: kopf.OperatorSettings, **_):
+            settings.posting.enabled = False  # we post our own events
+            settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="canary.dev")
+            settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="canary.dev")
+            settings.persistence.finalizer = "canary.dev/finalizer"
+            settings.watching.server_timeout = 300
+            settings.watching.client_timeout = 330
+            settings.networking.request_timeout = 30
+            self.kube = Kube.from_config(self.opts.kubeconfig)
+            self.deps = Deps(
+                kube=self.kube,
+                workloads=Workloads(self.kube),
+                router_for=self.router_for,
+                events=EventRecorder(self.kube),
+                metrics_server=self.opts.metrics_server,
+                mesh_provider=self.opts.mesh_provider,
+                on_decision=self.metrics.observe,
+            )
+            if self.opts.metrics_port:
+                self.metrics.serve(self.opts.metrics_port)
+            self.metrics.info.labels("0.1.0", self.opts.mesh_provider).set(1)
+            self.scheduler = Scheduler(self._tick, max_concurrent=self.opts.max_concurrent)
+            log.info("canary-operator started: provider=%s metrics-server=%s namespace=%s",
+                     self.opts.mesh_provider, self.opts.metrics_server, self.opts.namespace or "(all)")
+
+        @kopf.on.login(registry=reg)
+        def login(**_):
+            # a private registry does not inherit kopf's default login; the same loaders as our
+            # own client (kubeconfig, else in-cluster service account)
+            return _connection_info(self.opts.kubeconfig)
+
+        @kopf.on.cleanup(registry=reg)
+        async def cleanup(**_):
+            if self.scheduler is not None:
+                await self.scheduler.stop()
+            if self.kube is not None:
+                await self.kube.aclose()
+
+        @kopf.on.event("apps", "v1", "deployments", registry=reg)
+        async def on_deployment(event, **_):
+            key = self.caches.deployments.update(event)
+            if key and self.scheduler is not None:
+                self.scheduler.wake_target(*key)
+
+        for group, plural in (("networking.istio.io", "virtualservices"),
+                              ("networking.istio.io", "destinationrules"),
+                              ("gateway.networking.k8s.io", "httproutes")):
+            self.caches.routes[plural] = WatchCache()
+
+            @kopf.on.event(group, plural, registry=reg)
+            async def on_route(event, _plural=plural, **_):
+                self.caches.routes[_plural].update(event)
+
+        @kopf.on.event(GROUP, VERSION, "metrictemplates", registry=reg)
+        async def on_template(event, **_):
+            self.caches.templates.update(event)
+
+        @kopf.on.event(GROUP, VERSION, "canaries", labels=selector or None, registry=reg)
+        async def on_canary(event, **_):
+            obj = event.get("object") or {}
+            meta = obj.get("metadata") or {}
+            if event.get("type") == "DELETED":
+                self.scheduler.remove(meta.get("namespace", ""), meta.get("name", ""))
+                self.metrics.forget(meta.get("namespace", ""), meta.get("name", ""))
+            else:
+                self.scheduler.upsert(obj)
+            self.metrics.canaries.set(self.scheduler.size)
+
+
+def _connection_info(kubeconfig: str | None) -> kopf.ConnectionInfo:
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=cfg)
+    token = None
+    for s in cfg.auth_settings().values():
+        value = s.get("value") or ""
+        if s.get("in") == "header" and value.lower().startswith("bearer "):
+            token = value.split(" ", 1)[1]
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert or None,
+        insecure=not cfg.verify_ssl,
+        token=token,
+        certificate_path=cfg.cert_file or None,
+        private_key_path=cfg.key_file or None,
+    )
+
+
+def _labels(selector: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (selector or "").split(","):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+async def run(opts: Options) -> None:
+    if opts.kubeconfig:
+        os.environ["KUBECONFIG"] = opts.kubeconfig  # kopf's own login reads it
+    op = Operator(opts)
+    kwargs: dict[str, Any] = {"registry": op.registry, "standalone": True}
+    if opts.namespace:
+        kwargs["namespaces"] = [opts.namespace]
+    else:
+        kwargs["clusterwide"] = True
+    if opts.liveness:
+        kwargs["liveness_endpoint"] = opts.liveness
+    await kopf.operator(**kwargs)
+
+
+def main(opts: Options) -> None:
+    asyncio.run(run(opts))
