@@ -87,12 +87,13 @@ def status_of(obj: Mapping[str, Any]) -> CanaryStatus:
         return CanaryStatus()
 
 
-async def write_status(kube: Kube, canary_obj: Mapping[str, Any], old: CanaryStatus, new: CanaryStatus) -> bool:
-    """Patch the status subresource if, and only if, it changed."""
+async def write_status(kube: Kube, canary_obj: Mapping[str, Any], old: CanaryStatus,
+                       new: CanaryStatus) -> dict | None:
+    """Patch the status subresource if, and only if, it changed; return the object as written."""
     if new.dump() == old.dump():
-        return False
+        return None
     meta = canary_obj["metadata"]
-    await kube.patch(
+    return await kube.patch(
         "canary.dev/v1beta1",
         "canaries",
         meta["namespace"],
@@ -103,7 +104,7 @@ async def write_status(kube: Kube, canary_obj: Mapping[str, Any], old: CanarySta
     return True
 
 
-async def report_invalid(deps: Deps, obj: Mapping[str, Any], message: str) -> None:
+async def report_invalid(deps: Deps, obj: Mapping[str, Any], message: str) -> dict | None:
     """Bad input: a status condition and a Warning event, never a change to traffic."""
     old = status_of(obj)
     new = old.model_copy(deep=True)
@@ -112,13 +113,14 @@ async def report_invalid(deps: Deps, obj: Mapping[str, Any], message: str) -> No
                      last_update_time=now, last_transition_time=now)
     prev = old.condition("Valid")
     if prev and prev.status == "False" and prev.message == message:
-        return  # already reported
+        return None  # already reported
     new.conditions = [c for c in new.conditions if c.type != "Valid"] + [cond]
     await deps.events.emit(dict(obj), "Warning", "InvalidSpec", message, now)
     try:
-        await write_status(deps.kube, obj, old, new)
+        return await write_status(deps.kube, obj, old, new)
     except ApiError as e:
         log.warning("could not write status: %s", e)
+        return None
 
 
 def _interval(canary: Canary) -> float:
@@ -205,19 +207,26 @@ async def apply(deps: Deps, canary: Canary, obj: Mapping[str, Any], router: Rout
         raise TypeError(f"unknown action {action!r}")
 
 
-async def reconcile(deps: Deps, obj: Mapping[str, Any], caches: Caches) -> float:
+@dataclass(frozen=True)
+class TickResult:
+    wake_after: float
+    written: dict | None = None  # the Canary as our status patch left it (newer than the watch's copy)
+
+
+async def reconcile(deps: Deps, obj: Mapping[str, Any], caches: Caches) -> TickResult:
     """Run one tick for the Canary `obj` (a full object as the watch delivered it).
 
-    Returns the number of seconds after which the Canary wants its next tick.
+    Returns when the Canary wants its next tick, and the object as written if the status
+    changed: the next tick must start from that, never from an older copy, or it would
+    decide the same transition twice.
     """
     now = deps.clock()
     try:
         canary = Canary.from_obj(dict(obj))
     except ValidationError as e:
-        await report_invalid(deps, obj, _validation_message(e))
-        return INVALID_RECHECK
+        return TickResult(INVALID_RECHECK, await report_invalid(deps, obj, _validation_message(e)))
     if canary.spec.suspend:
-        return INVALID_RECHECK
+        return TickResult(INVALID_RECHECK)
     status = status_of(obj)
     router = deps.router_for(canary)
     gen = (obj.get("metadata") or {}).get("generation")
@@ -232,22 +241,21 @@ async def reconcile(deps: Deps, obj: Mapping[str, Any], caches: Caches) -> float
             await apply(deps, canary, obj, router, caches, action, now)
     except (WorkloadError, RouterError) as e:
         # the spec cannot be realised as written: say so, touch nothing else
-        await report_invalid(deps, obj, str(e))
-        return max(RETRY_AFTER_ERROR, _interval(canary))
+        return TickResult(max(RETRY_AFTER_ERROR, _interval(canary)), await report_invalid(deps, obj, str(e)))
     except ApiError as e:
         msg = f"{canary.namespace}/{canary.name}: {e}"
         log.error("tick failed: %s", msg)
         await deps.events.emit(dict(obj), "Warning", "ApiError", str(e), now)
-        return RETRY_AFTER_ERROR
+        return TickResult(RETRY_AFTER_ERROR)
     new = decision.status
     _clear_invalid(new)
     if gen is not None:
         new.observed_generation = int(gen)
     try:
-        await write_status(deps.kube, obj, status, new)
+        written = await write_status(deps.kube, obj, status, new)
     except ApiError as e:
         log.error("status write failed for %s/%s: %s", canary.namespace, canary.name, e)
-        return RETRY_AFTER_ERROR
+        return TickResult(RETRY_AFTER_ERROR)
     if deps.on_decision is not None:
         deps.on_decision(canary, new)
-    return decision.wake_after
+    return TickResult(decision.wake_after, written)

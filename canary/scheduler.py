@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Awaitable, Callable, Mapping
+
+if TYPE_CHECKING:
+    from canary.reconciler import TickResult
 
 log = logging.getLogger("canary.scheduler")
 
 Key = tuple[str, str]  # (namespace, name)
-Tick = Callable[[Mapping], Awaitable[float]]
+Tick = Callable[[Mapping], Awaitable["TickResult"]]
+
+
+def _rv(obj: Mapping | None) -> int | None:
+    rv = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+def is_older(candidate: Mapping, held: Mapping | None) -> bool:
+    """True if `candidate` is an older version than `held` (etcd resourceVersions are integers;
+    when they are not, the newest arrival wins)."""
+    a, b = _rv(candidate), _rv(held)
+    return a is not None and b is not None and a < b
 
 
 def _spec_changed(old: Mapping, new: Mapping) -> bool:
@@ -45,6 +60,8 @@ class Scheduler:
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         prev = self._objects.get(key)
+        if is_older(obj, prev):
+            return  # we already hold a newer copy (our own status write)
         self._objects[key] = obj
         target = ((obj.get("spec") or {}).get("targetRef") or {}).get("name")
         for k, v in list(self._targets.items()):
@@ -96,8 +113,12 @@ class Scheduler:
             obj = self._objects[key]
             try:
                 async with self._sem:
-                    wait = await self._tick(obj)
+                    result = await self._tick(obj)
                 self.ticks += 1
+                wait = result.wake_after
+                held = self._objects.get(key)
+                if result.written is not None and held is not None and not is_older(result.written, held):
+                    self._objects[key] = result.written
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one Canary's tick must not stop the others

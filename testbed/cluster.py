@@ -398,7 +398,9 @@ def up(rbac: bool = False) -> dict:
 def install_crds(p: Paths, dirs: list[Path]) -> None:
     """Create or replace every CRD found in dirs, then wait until each is Established."""
     import kubernetes
+    import urllib3
 
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # loopback, self-signed
     api_client = kubernetes.config.new_client_from_config(config_file=str(p.kubeconfig("admin")))
     ext = kubernetes.client.ApiextensionsV1Api(api_client)
     names = []

@@ -19,7 +19,7 @@ NAME = "podinfo"
 def _progress_line(st: dict) -> str:
     cr = ops.success_rate(NS, NAME)
     pr = ops.success_rate(NS, f"{NAME}-primary")
-    fmt = lambda v: "  -  " if v is None else f"{v:5.1f}%"  # noqa: E731
+    fmt = lambda v: "   -  " if v is None or v != v else f"{v:5.1f}%"  # noqa: E731  (None or NaN: no traffic)
     return (
         f"  {time.strftime('%H:%M:%S')}  {st.get('phase') or '-':<17} weight={st.get('canaryWeight', 0):>3}  "
         f"failedChecks={st.get('failedChecks', 0)}  success rate: primary {fmt(pr)} canary {fmt(cr)}"

@@ -83,6 +83,9 @@ class OperatorProcess:
 
 
 def api_client() -> kubernetes.client.ApiClient:
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # loopback, self-signed
     return kubernetes.config.new_client_from_config(config_file=str(cluster.paths().kubeconfig("admin")))
 
 
@@ -106,14 +109,23 @@ def apply_file(client, path: Path, namespace: str | None = None) -> list[dict]:
     return [apply(client, d, namespace) for d in yaml.safe_load_all(Path(path).read_text()) if d]
 
 
-def ensure_namespace(client, name: str) -> None:
+def ensure_namespace(client, name: str, timeout: float = 90) -> None:
+    """Create the namespace; if a previous run's copy is still terminating, wait for it first."""
     core = kubernetes.client.CoreV1Api(client)
-    try:
-        core.read_namespace(name)
-    except kubernetes.client.ApiException as e:
-        if e.status != 404:
-            raise
-        core.create_namespace({"metadata": {"name": name}})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ns = core.read_namespace(name)
+        except kubernetes.client.ApiException as e:
+            if e.status != 404:
+                raise
+            core.create_namespace({"metadata": {"name": name}})
+            return
+        if ns.status.phase != "Terminating":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"namespace {name} still terminating after {timeout:.0f}s")
+        time.sleep(0.5)
 
 
 def get_canary(client, namespace: str, name: str) -> dict | None:
