@@ -27,11 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("CANARY_CACHE", Path.home() / ".cache" / "canary-operator"))
 K8S_BIN = CACHE / "k8s-v1.20.2" / "bin"
 
-API_PORT = 16443
-ETCD_PORT = 12379
-ETCD_PEER_PORT = 12380
-PROM_PORT = 19090
-TRAFFIC_PORT = 19101
+# A second, isolated testbed (e.g. one with RBAC) runs beside the first with its own
+# CANARY_TESTBED_DIR and CANARY_TESTBED_PORT_OFFSET (added to every port below).
+_OFFSET = int(os.environ.get("CANARY_TESTBED_PORT_OFFSET", "0") or 0)
+API_PORT = 16443 + _OFFSET
+ETCD_PORT = 12379 + _OFFSET
+ETCD_PEER_PORT = 12380 + _OFFSET
+PROM_PORT = 19090 + _OFFSET
+TRAFFIC_PORT = 19101 + _OFFSET
 API_URL = f"https://127.0.0.1:{API_PORT}"
 PROM_URL = f"http://127.0.0.1:{PROM_PORT}"
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,12 +12,16 @@ import pytest
 
 from testbed import ops
 
-_ports = itertools.count(19150)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def operator(testbed):
-    op = ops.OperatorProcess(name=f"e2e-operator-{next(_ports)}", metrics_port=next(_ports)).start()
+def operator(testbed, request):
+    port = free_port()
+    op = ops.OperatorProcess(name=f"e2e-{request.module.__name__.rsplit('.', 1)[-1]}-{port}", metrics_port=port).start()
     yield op
     op.stop()
     if op.proc and op.proc.returncode not in (0, -15, None):
