@@ -14,7 +14,8 @@ from typing import Any
 import kopf
 
 from canary.adapters.events import EventRecorder
-from canary.adapters.kube import Kube
+from canary.adapters.kube import Kube, load_configuration
+from canary.adapters.notifiers import Notifier
 from canary.adapters.workload import Workloads
 from canary.metrics import OperatorMetrics
 from canary.models import Canary
@@ -37,6 +38,7 @@ class Options:
     metrics_port: int = 0  # 0: no metrics endpoint
     max_concurrent: int = 50
     liveness: str | None = None
+    alert_webhook: str | None = None  # generic alert webhook for Canaries without analysis.alerts
 
 
 class WatchCache:
@@ -63,6 +65,7 @@ class WatchCache:
 class Caches:
     deployments: WatchCache = field(default_factory=WatchCache)
     templates: WatchCache = field(default_factory=WatchCache)
+    alert_providers: WatchCache = field(default_factory=WatchCache)
     routes: dict[str, WatchCache] = field(default_factory=dict)  # plural -> cache
 
     def route_object(self, plural: str, namespace: str, name: str) -> dict | None:
@@ -75,6 +78,9 @@ class Caches:
     def metric_template(self, namespace: str, name: str) -> dict | None:
         return self.templates.get(namespace, name)
 
+    def alert_provider(self, namespace: str, name: str) -> dict | None:
+        return self.alert_providers.get(namespace, name)
+
 
 class Operator:
     def __init__(self, opts: Options):
@@ -84,6 +90,7 @@ class Operator:
         self.deps: Deps | None = None
         self.scheduler: Scheduler | None = None
         self.metrics = OperatorMetrics()
+        self.notifier: Notifier | None = None
         self._routers: dict[str, Any] = {}
         self.registry = kopf.OperatorRegistry()
         self._register()
@@ -97,8 +104,13 @@ class Operator:
         return self._routers[provider]
 
     async def _tick(self, obj) -> float:
-        with self.metrics.tick_seconds.time():
+        # alerts raised by the tick are sent (in the background) once it has decided
+        with self.metrics.tick_seconds.time(), self.notifier.hold(obj):
             return await reconcile(self.deps, obj, self.caches)
+
+    def _decided(self, canary, status) -> None:
+        self.metrics.observe(canary, status)
+        self.notifier.decided(canary, status)
 
     def _register(self) -> None:
         reg = self.registry
@@ -114,6 +126,8 @@ class Operator:
             settings.watching.client_timeout = 330
             settings.networking.request_timeout = 30
             self.kube = Kube.from_config(self.opts.kubeconfig)
+            self.notifier = Notifier(self.kube, self.caches.alert_provider, self.caches.deployment,
+                                     default_url=self.opts.alert_webhook, on_delivery=self.metrics.observe_alert)
             self.deps = Deps(
                 kube=self.kube,
                 workloads=Workloads(self.kube),
@@ -121,12 +135,17 @@ class Operator:
                 events=EventRecorder(self.kube),
                 metrics_server=self.opts.metrics_server,
                 mesh_provider=self.opts.mesh_provider,
-                on_decision=self.metrics.observe,
+                on_decision=self._decided,
+                on_alert=self.notifier.on_alert,
             )
+            if hasattr(self.deps, "observe_metrics"):  # reconciler hook: check values and query latency
+                self.deps.observe_metrics = self.metrics.observe_metric_run
+            self.metrics.bind_kube(self.kube)
             if self.opts.metrics_port:
                 self.metrics.serve(self.opts.metrics_port)
             self.metrics.info.labels("0.1.0", self.opts.mesh_provider).set(1)
             self.scheduler = Scheduler(self._tick, max_concurrent=self.opts.max_concurrent)
+            self.metrics.bind_scheduler(self.scheduler)
             log.info("canary-operator started: provider=%s metrics-server=%s namespace=%s",
                      self.opts.mesh_provider, self.opts.metrics_server, self.opts.namespace or "(all)")
 
@@ -140,6 +159,8 @@ class Operator:
         async def cleanup(**_):
             if self.scheduler is not None:
                 await self.scheduler.stop()
+            if self.notifier is not None:
+                await self.notifier.aclose(timeout=5.0)
             if self.kube is not None:
                 await self.kube.aclose()
 
@@ -162,6 +183,10 @@ class Operator:
         async def on_template(event, **_):
             self.caches.templates.update(event)
 
+        @kopf.on.event(GROUP, VERSION, "alertproviders", registry=reg)
+        async def on_alert_provider(event, **_):
+            self.caches.alert_providers.update(event)
+
         @kopf.on.event(GROUP, VERSION, "canaries", labels=selector or None, registry=reg)
         async def on_canary(event, **_):
             obj = event.get("object") or {}
@@ -175,16 +200,7 @@ class Operator:
 
 
 def _connection_info(kubeconfig: str | None) -> kopf.ConnectionInfo:
-    from kubernetes import client, config
-
-    cfg = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=cfg)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=cfg)
+    cfg = load_configuration(kubeconfig)
     token = None
     for s in cfg.auth_settings().values():
         value = s.get("value") or ""

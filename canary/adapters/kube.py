@@ -50,6 +50,22 @@ class ApiError(Exception):
         return self.status == 409
 
 
+def load_configuration(kubeconfig: str | None = None):
+    """A `kubernetes.client.Configuration` from a kubeconfig path; without one, in-cluster
+    credentials, then the default kubeconfig."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=cfg)
+    return cfg
+
+
 def _path(api_version: str, plural: str | None = None, namespace: str | None = None,
           name: str | None = None, subresource: str | None = None) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
@@ -83,16 +99,7 @@ class Kube:
     @classmethod
     def from_config(cls, kubeconfig: str | None = None, **kwargs) -> "Kube":
         """From a kubeconfig path; without one, in-cluster credentials, then the default kubeconfig."""
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        else:
-            try:
-                config.load_incluster_config(client_configuration=cfg)
-            except config.ConfigException:
-                config.load_kube_config(client_configuration=cfg)
+        cfg = load_configuration(kubeconfig)
 
         verify: ssl.SSLContext | bool = False
         if cfg.verify_ssl or cfg.cert_file:
