@@ -19,14 +19,14 @@ from typing import Any, Callable
 import httpx
 import pytest
 
+from testbed import cluster as testbed_cluster
 from testbed.podsim import ApiError, Kube, PodSim
 
 pytestmark = pytest.mark.testbed
 
-TESTBED_DIR = Path(os.environ.get("CANARY_TESTBED_DIR", Path.home() / ".cache" / "canary-operator" / "testbed"))
-KUBECONFIG = TESTBED_DIR / "admin.kubeconfig"
-PROM = "http://127.0.0.1:19090"
-SIM = "http://127.0.0.1:19101"
+KUBECONFIG = testbed_cluster.paths().kubeconfig("admin")
+PROM = testbed_cluster.PROM_URL
+SIM = f"http://127.0.0.1:{testbed_cluster.TRAFFIC_PORT}"
 ERR = "sim.canary.dev/error-rate"
 LAT = "sim.canary.dev/latency-ms"
 # To try a modified pod simulator next to the testbed's own, run it as

@@ -424,3 +424,72 @@ async def test_revert_points_apex_at_target_and_drops_owner():
     apex = kube.objects[("services", "test", "podinfo")]
     assert apex["spec"]["selector"] == {"app": "podinfo"}
     assert "ownerReferences" not in apex["metadata"]
+
+
+async def test_finalize_waits_for_the_target_before_handing_it_the_traffic():
+    kube = FakeKube()
+    target = kube.put("deployments", make_target(replicas=3))
+    w = Workloads(kube)
+    canary = make_canary()
+    await w.initialize(canary, target)
+    kube.objects[("deployments", "test", "podinfo-primary")]["spec"]["replicas"] = 5  # scaled by an HPA
+    target = await w.scale_target(canary, target, up=False)
+    result = await w.finalize(canary, target)
+    stored = kube.objects[("deployments", "test", "podinfo")]
+    assert stored["spec"]["replicas"] == 5, "the target gets the primary's replicas"
+    assert REPLICAS_ANNOTATION not in stored["metadata"]["annotations"]
+    assert not result.done and not result.target.ready and result.replicas == 5
+    apex = kube.objects[("services", "test", "podinfo")]
+    assert apex["spec"]["selector"] == {"app": "podinfo-primary"}, "not before the target is ready"
+    assert apex["metadata"]["ownerReferences"]
+    writes = kube.writes
+    result = await w.finalize(canary, ready(stored))
+    assert result.done and result.target.ready
+    apex = kube.objects[("services", "test", "podinfo")]
+    assert apex["spec"]["selector"] == {"app": "podinfo"}
+    assert "ownerReferences" not in apex["metadata"]
+    assert kube.writes == writes + 1  # the apex Service only
+    writes = kube.writes
+    assert (await w.finalize(canary, ready(kube.objects[("deployments", "test", "podinfo")]))).done
+    assert kube.writes == writes, "finalize is idempotent"
+
+
+async def test_finalize_restores_a_taken_over_service():
+    kube = FakeKube()
+    target = kube.put("deployments", make_target(replicas=1))
+    original = {"type": "NodePort", "selector": {"app": "podinfo", "version": "v1"},
+                "ports": [{"name": "web", "protocol": "TCP", "port": 80, "targetPort": 9898, "nodePort": 30080}]}
+    kube.put("services", {"apiVersion": "v1", "kind": "Service",
+                          "metadata": {"name": "podinfo", "namespace": "test", "annotations": {"team": "web"}},
+                          "spec": copy.deepcopy(original)})
+    w = Workloads(kube)
+    canary = make_canary()
+    await w.initialize(canary, target)
+    kube.objects[("deployments", "test", "podinfo-primary")] = ready(
+        kube.objects[("deployments", "test", "podinfo-primary")])
+    await w.initialize(canary, target)
+    apex = kube.objects[("services", "test", "podinfo")]
+    assert apex["spec"]["selector"] == {"app": "podinfo-primary"}
+    assert "canary.dev/original-service" in apex["metadata"]["annotations"]
+    writes = kube.writes
+    await w.initialize(canary, target)
+    assert kube.writes == writes
+    await w.finalize(canary, ready(kube.objects[("deployments", "test", "podinfo")]))
+    apex = kube.objects[("services", "test", "podinfo")]
+    assert apex["spec"]["selector"] == original["selector"]
+    assert apex["spec"]["ports"] == original["ports"]
+    assert apex["metadata"]["annotations"] == {"team": "web"}
+
+
+async def test_finalize_falls_back_to_last_applied_configuration():
+    kube = FakeKube()
+    target = kube.put("deployments", make_target(replicas=1))
+    last = '{"apiVersion":"v1","kind":"Service","spec":{"selector":{"app":"podinfo","tier":"web"}}}'
+    kube.put("services", {"apiVersion": "v1", "kind": "Service",
+                          "metadata": {"name": "podinfo", "namespace": "test",
+                                       "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last}},
+                          "spec": {"selector": {"app": "podinfo-primary"},
+                                   "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}})
+    result = await Workloads(kube).finalize(make_canary(), ready(target))
+    assert result.done
+    assert kube.objects[("services", "test", "podinfo")]["spec"]["selector"] == {"app": "podinfo", "tier": "web"}

@@ -26,7 +26,7 @@ def _our_processes() -> list[str]:
             state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and (root in cmd or "testbed.podsim" in cmd or "testbed.trafficsim" in cmd):
+        if state != "Z" and root + "/" in cmd:
             found.append(cmd)
     return found
 

@@ -1,0 +1,268 @@
+"""The operator's own metrics: series, transitions read from (old, new) status pairs, checks,
+bound sources (Kube requests, scheduler queue) and the Flagger-compatible series."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from canary.adapters.notifiers import Delivery
+from canary.metrics import OperatorMetrics, flagger_status
+from canary.models import Canary, CanaryStatus
+from canary.reconciler import TickResult
+from canary.scheduler import Scheduler
+from canary.types import MetricResult
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def canary(status: dict | None = None, name: str = "podinfo", namespace: str = "shop", **analysis: Any) -> Canary:
+    obj: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{name}-app"},
+            "service": {"port": 9898},
+            "analysis": {"interval": "10s", "threshold": 2, "maxWeight": 50, "stepWeight": 10, **analysis},
+        },
+    }
+    if status is not None:
+        obj["status"] = status
+    return Canary.model_validate(obj)
+
+
+def st(phase: str, at: datetime = T0, weight: int = 0, failed: int = 0, promoted: str = "rev1",
+       applied: str = "rev2") -> dict:
+    return {"phase": phase, "lastTransitionTime": at.isoformat(), "canaryWeight": weight, "failedChecks": failed,
+            "lastPromotedSpec": promoted, "lastAppliedSpec": applied}
+
+
+class Run:
+    """Feeds observe() the way the reconciler does: (Canary with the old status, new status)."""
+
+    def __init__(self, m: OperatorMetrics, **canary_kw: Any):
+        self.m = m
+        self.kw = canary_kw
+        self.current: dict | None = None
+
+    def to(self, status: dict) -> None:
+        self.m.observe(canary(self.current, **self.kw), CanaryStatus.model_validate(status))
+        self.current = status
+
+
+def val(m: OperatorMetrics, metric: str, /, **labels: str) -> float | None:
+    return m.registry.get_sample_value(metric, labels)
+
+
+def test_phase_is_one_hot_and_weight_and_failed_checks() -> None:
+    m = OperatorMetrics()
+    run = Run(m)
+    run.to(st("Progressing", weight=20, failed=1))
+    assert val(m, "canary_phase", namespace="shop", name="podinfo", phase="Progressing") == 1
+    assert val(m, "canary_phase", namespace="shop", name="podinfo", phase="Succeeded") == 0
+    assert val(m, "canary_weight", namespace="shop", name="podinfo") == 20
+    assert val(m, "canary_failed_checks", namespace="shop", name="podinfo") == 1
+    run.to(st("WaitingPromotion", weight=50))
+    assert val(m, "canary_phase", namespace="shop", name="podinfo", phase="Progressing") == 0
+    assert val(m, "canary_phase", namespace="shop", name="podinfo", phase="WaitingPromotion") == 1
+    phases = [s for s in m.registry.collect() if s.name == "canary_phase"][0].samples
+    assert sum(s.value for s in phases) == 1 and len(phases) == 11  # every phase but "" has a series
+
+
+def test_a_promotion_is_counted_once_with_its_duration() -> None:
+    m = OperatorMetrics()
+    run = Run(m)
+    run.to(st("Initialized", promoted="rev1", applied="rev1"))
+    run.to(st("Progressing", T0 + timedelta(seconds=10), weight=10))
+    run.to(st("Progressing", T0 + timedelta(seconds=10), weight=20))
+    run.to(st("Promoting", T0 + timedelta(seconds=200), weight=50))
+    run.to(st("Finalising", T0 + timedelta(seconds=250)))
+    run.to(st("Succeeded", T0 + timedelta(seconds=310), promoted="rev2"))
+    run.to(st("Succeeded", T0 + timedelta(seconds=310), promoted="rev2"))  # a later, idle tick
+    labels = dict(namespace="shop", name="podinfo")
+    assert val(m, "canary_promotions_total", **labels) == 1
+    assert val(m, "canary_rollbacks_total", **labels) is None
+    assert val(m, "canary_analysis_duration_seconds_count", **labels) == 1
+    assert val(m, "canary_analysis_duration_seconds_sum", **labels) == 300
+    assert val(m, "flagger_canary_successes_total", name="podinfo-app", namespace="shop",
+               deployment_strategy="canary", analysis_status="completed") == 1
+
+
+def test_a_rollback_is_counted_with_its_duration() -> None:
+    m = OperatorMetrics()
+    run = Run(m, iterations=5)
+    run.to(st("Succeeded", promoted="rev1", applied="rev1"))
+    run.to(st("Progressing", T0 + timedelta(seconds=5), weight=0, failed=1))
+    run.to(st("Failed", T0 + timedelta(seconds=45), failed=2))
+    run.to(st("Failed", T0 + timedelta(seconds=45), failed=2))
+    labels = dict(namespace="shop", name="podinfo")
+    assert val(m, "canary_rollbacks_total", **labels) == 1
+    assert val(m, "canary_promotions_total", **labels) is None
+    assert val(m, "canary_analysis_duration_seconds_sum", **labels) == 40
+    assert val(m, "flagger_canary_failures_total", name="podinfo-app", namespace="shop",
+               deployment_strategy="blue-green", analysis_status="completed") == 1
+
+
+def test_a_cancelled_run_is_not_a_promotion() -> None:
+    m = OperatorMetrics()
+    run = Run(m)
+    run.to(st("Progressing", weight=10, promoted="rev1", applied="rev2"))
+    run.to(st("Succeeded", T0 + timedelta(seconds=20), promoted="rev1", applied="rev1"))  # reverted
+    assert val(m, "canary_promotions_total", namespace="shop", name="podinfo") is None
+    assert val(m, "canary_analysis_duration_seconds_count", namespace="shop", name="podinfo") is None
+
+
+def test_the_duration_survives_an_operator_restart() -> None:
+    m = OperatorMetrics()  # a new process: it first sees a Canary already Progressing
+    run = Run(m)
+    run.current = st("Progressing", T0, weight=30)
+    run.to(st("Progressing", T0, weight=40))
+    run.to(st("Failed", T0 + timedelta(seconds=90)))
+    assert val(m, "canary_analysis_duration_seconds_sum", namespace="shop", name="podinfo") == 90
+
+
+def test_observe_checks_values_and_thresholds() -> None:
+    m = OperatorMetrics()
+    c = canary()
+    m.observe_checks(c, [
+        MetricResult("request-success-rate", "q1", 99.5, min=99, ok=True),
+        MetricResult("request-duration", "q2", 120.0, max=500, ok=True),
+        MetricResult("custom", "q3", 3.0, min=1, max=5, ok=True),
+    ])
+    labels = dict(namespace="shop", name="podinfo")
+    assert val(m, "canary_check_value", check="request-success-rate", **labels) == 99.5
+    assert val(m, "canary_check_threshold", check="request-success-rate", bound="min", **labels) == 99
+    assert val(m, "canary_check_threshold", check="request-success-rate", bound="max", **labels) is None
+    assert val(m, "canary_check_threshold", check="request-duration", bound="max", **labels) == 500
+    assert val(m, "canary_check_threshold", check="custom", bound="min", **labels) == 1
+    assert val(m, "flagger_canary_metric_analysis", name="podinfo-app", namespace="shop", metric="custom") == 3
+    # no data: the value series goes away, the threshold stays
+    m.observe_checks(c, [MetricResult("request-success-rate", "q1", None, min=99, message="no values")])
+    assert val(m, "canary_check_value", check="request-success-rate", **labels) is None
+    assert val(m, "canary_check_threshold", check="request-success-rate", bound="min", **labels) == 99
+
+
+async def test_observe_metric_run_times_and_counts_errors() -> None:
+    m = OperatorMetrics()
+    c = canary()
+
+    async def run() -> tuple[MetricResult, ...]:
+        await asyncio.sleep(0.05)
+        return (MetricResult("request-success-rate", "q", 97.0, min=99), MetricResult("request-duration", "q", None))
+
+    results = await m.observe_metric_run(c, run())
+    assert [r.name for r in results] == ["request-success-rate", "request-duration"]
+    assert val(m, "canary_metric_query_duration_seconds_count") == 1
+    assert val(m, "canary_metric_query_duration_seconds_sum") >= 0.05
+    labels = dict(namespace="shop", name="podinfo")
+    assert val(m, "canary_metric_query_errors_total", check="request-duration", **labels) == 1
+    assert val(m, "canary_metric_query_errors_total", check="request-success-rate", **labels) is None
+    assert val(m, "canary_check_value", check="request-success-rate", **labels) == 97
+
+    async def broken() -> tuple[MetricResult, ...]:
+        raise ConnectionError("prometheus down")
+
+    with pytest.raises(ConnectionError):
+        await m.observe_metric_run(c, broken())
+    assert val(m, "canary_metric_query_errors_total", check="(all)", **labels) == 1
+    assert val(m, "canary_metric_query_duration_seconds_count") == 2
+
+
+def test_api_requests_are_read_at_scrape_time() -> None:
+    class FakeKube:
+        requests: dict[str, int] = {}
+
+    m = OperatorMetrics()
+    kube = FakeKube()
+    kube.requests = {"get": 3}
+    m.bind_kube(kube)
+    assert val(m, "canary_operator_api_requests_total", verb="get") == 3
+    kube.requests["patch"] = 2
+    kube.requests["get"] = 10
+    assert val(m, "canary_operator_api_requests_total", verb="get") == 10
+    assert val(m, "canary_operator_api_requests_total", verb="patch") == 2
+
+
+async def test_queue_depth_counts_ticks_waiting_for_a_slot() -> None:
+    release = asyncio.Event()
+    running = 0
+
+    async def tick(obj) -> TickResult:
+        nonlocal running
+        running += 1
+        await release.wait()
+        return TickResult(wake_after=60)
+
+    sched = Scheduler(tick, max_concurrent=1)
+    m = OperatorMetrics()
+    m.bind_scheduler(sched)
+    for i in range(3):
+        sched.upsert({"metadata": {"namespace": "shop", "name": f"c{i}", "resourceVersion": "1"}, "spec": {}})
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if val(m, "canary_scheduler_queue_depth") == 2:
+            break
+    assert running == 1
+    assert val(m, "canary_scheduler_queue_depth") == 2
+    release.set()
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if running == 3:
+            break
+    assert val(m, "canary_scheduler_queue_depth") == 0
+    await sched.stop()
+
+
+def test_flagger_compatible_series() -> None:
+    assert [flagger_status(p) for p in ("Progressing", "Failed", "Succeeded", "Initialized", "WaitingPromotion")] \
+        == [0, 2, 1, 1, 1]
+    m = OperatorMetrics()
+    Run(m).to(st("Progressing", weight=30))
+    m.observe(canary(None, name="other"), CanaryStatus.model_validate(st("Failed")))
+    m.observe(canary(None, name="third", namespace="web"), CanaryStatus.model_validate(st("Succeeded")))
+    assert val(m, "flagger_canary_status", name="podinfo-app", namespace="shop") == 0
+    assert val(m, "flagger_canary_status", name="other-app", namespace="shop") == 2
+    assert val(m, "flagger_canary_status", name="third-app", namespace="web") == 1
+    assert val(m, "flagger_canary_weight", workload="podinfo-app", namespace="shop") == 30
+    assert val(m, "flagger_canary_weight", workload="podinfo-app-primary", namespace="shop") == 70
+    assert val(m, "flagger_canary_total", namespace="shop") == 2
+    assert val(m, "flagger_canary_total", namespace="web") == 1
+
+
+def test_forget_removes_a_canarys_series() -> None:
+    m = OperatorMetrics()
+    Run(m).to(st("Progressing", weight=10))
+    m.observe_checks(canary(), [MetricResult("request-success-rate", "q", 99.9, min=99)])
+    m.forget("shop", "podinfo")
+    names = {s.name: s for fam in m.registry.collect() for s in fam.samples}
+    left = [s for fam in m.registry.collect() for s in fam.samples if s.labels.get("namespace") == "shop"
+            and not s.name.endswith(("_total", "_created", "_bucket", "_count", "_sum"))]
+    assert left == [], left
+    assert "canary_check_value" not in names
+
+
+def test_alert_deliveries_are_counted() -> None:
+    m = OperatorMetrics()
+    m.observe_alert(Delivery("shop/p", "slack", True, 200))
+    m.observe_alert(Delivery("shop/p", "slack", False, 500))
+    m.observe_alert(Delivery("shop/q", "slack", True, 200))
+    assert val(m, "canary_alerts_total", type="slack", result="sent") == 2
+    assert val(m, "canary_alerts_total", type="slack", result="failed") == 1
+
+
+def test_served_over_http() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    m = OperatorMetrics()
+    m.info.labels("0.1.0", "istio").set(1)
+    Run(m).to(st("Progressing", weight=10))
+    m.serve(port, addr="127.0.0.1")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'canary_operator_info{mesh_provider="istio",version="0.1.0"} 1.0' in text
+    assert 'canary_weight{name="podinfo",namespace="shop"} 10.0' in text
+    assert "# TYPE canary_operator_api_requests_total counter" in text
