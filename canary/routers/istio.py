@@ -6,7 +6,13 @@ compares what they produce with the cluster and writes only on a difference.
 
 A VirtualService or DestinationRule that exists but is not ours is taken over: its original
 spec is stored (JSON) in the annotation `canary.dev/original-configuration`, and `finalize()`
-puts it back. Not implemented yet: session affinity (analysis.sessionAffinity is ignored).
+puts it back.
+
+Session affinity (analysis.sessionAffinity, canary strategy only; cookies: `canary.routers.affinity`):
+sticky rules matching the `cookie` header come ahead of the weighted rule, each with a single
+destination (so `read_routes` never mistakes one for the weighted rule), and the weighted rule's
+canary destination (and primary destination with primaryCookieName) adds a `Set-Cookie` response
+header. After a run, one rule expires the run's canary cookie.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from canary.adapters.workload import (
     service_name,
 )
 from canary.models import Canary, HTTPMatchRequest
+from canary.routers.affinity import Sticky, cookie_regex, sticky
 from canary.routers.base import RouterError
 from canary.types import Routes
 
@@ -47,14 +54,38 @@ def _names(canary: Canary) -> tuple[str, str, str]:
     return apex, f"{apex}-primary", f"{apex}-canary"
 
 
-def _destination(canary: Canary, host: str, weight: int, *, tcp: bool = False) -> dict:
+def _destination(canary: Canary, host: str, weight: int, *, tcp: bool = False,
+                 set_cookie: str | None = None) -> dict:
     svc = _service(canary)
     dest: dict[str, Any] = {"host": host}
     gateways = svc.gateways or []
     if tcp or (svc.port_discovery and (svc.delegation or any(g != "mesh" for g in gateways))):
         # several Service ports: a gateway (or a delegate, or TCP) must name the one to use
         dest["port"] = {"number": svc.port}
-    return {"destination": dest, "weight": weight}
+    out: dict[str, Any] = {"destination": dest, "weight": weight}
+    if set_cookie:
+        out["headers"] = {"response": {"add": {"Set-Cookie": set_cookie}}}
+    return out
+
+
+def _cookie_matches(service_match: list[dict], cookie: str) -> list[dict]:
+    """Each service match (or a bare one) AND the Cookie header containing `cookie`."""
+    header = {"cookie": {"regex": cookie_regex(cookie)}}
+    return [{**copy.deepcopy(m), "headers": {**(m.get("headers") or {}), **header}}
+            for m in service_match or [{}]]
+
+
+def sticky_rules(canary: Canary, aff: Sticky, service_match: list[dict], options: dict) -> list[dict]:
+    """The cookie rules that go ahead of the weighted rule (canary, primary, expired cookie)."""
+    _, primary, canary_host = _names(canary)
+    rules = []
+    for cookie, host, set_cookie in ((aff.canary_cookie, canary_host, None),
+                                     (aff.primary_cookie, primary, None),
+                                     (aff.expired_cookie, primary, aff.expire_set_cookie)):
+        if cookie:
+            rules.append({"match": _cookie_matches(service_match, cookie), **copy.deepcopy(options),
+                          "route": [_destination(canary, host, 100, set_cookie=set_cookie)]})
+    return rules
 
 
 def _dump(model) -> Any:
@@ -141,10 +172,16 @@ def build_virtual_service(canary: Canary, routes: Routes | None = None,
                 default = {"match": service_match, **default}
             rules = [first, default]
         else:
+            aff = sticky(canary, routes)
+            if aff is not None:
+                weighted = [_destination(canary, primary, routes.primary, set_cookie=aff.primary_set_cookie),
+                            _destination(canary, canary_host, routes.canary, set_cookie=aff.canary_set_cookie)]
             first = {**options, "route": weighted}
             if service_match:
                 first = {"match": service_match, **first}
             rules = [first]
+            if aff is not None:
+                rules = sticky_rules(canary, aff, service_match, options) + rules
         if routes.mirrored:
             first["mirror"] = {"host": canary_host}
             weight = analysis.mirror_weight if analysis is not None else None
@@ -324,4 +361,4 @@ class IstioRouter:
 
 
 __all__ = ["IstioRouter", "build_virtual_service", "build_destination_rules", "read_routes",
-           "merge_matches", "ORIGINAL_ANNOTATION"]
+           "merge_matches", "sticky_rules", "ORIGINAL_ANNOTATION"]

@@ -180,6 +180,7 @@ def test_gatewayapi_promotion(api_client, namespace, gw_operator):
     setup(api_client, namespace, gw_operator, threshold=3, max_weight=30, step_weight=10)
     ops.patch_deployment(api_client, namespace, "podinfo", image=IMAGE2)
     phases, routes = watch_release(api_client, namespace, "podinfo", gw_operator, httproute_weights)
+    print("gatewayapi promotion:", phases, routes)
     assert phases[-1][0] == "Succeeded", phases
     # the HTTPRoute stepped 10, 20, 30 (never above maxWeight) and went back to the primary
     canary_weights = [c for _, c in routes]
@@ -204,6 +205,7 @@ def test_gatewayapi_rollback(api_client, namespace, gw_operator):
                          annotations={"sim.canary.dev/error-rate": "0.5"})
     phases, routes = watch_release(api_client, namespace, "podinfo", gw_operator, httproute_weights)
     st = ops.canary_status(api_client, namespace, "podinfo")
+    print("gatewayapi rollback:", phases, routes, st.get("lastFailure"))
     assert st["phase"] == "Failed", phases
     assert max(c for _, c in routes) >= 20, routes  # traffic reached the canary before the rollback
     assert max(c for _, c in routes) < 50, routes  # and never got to the end
