@@ -11,12 +11,18 @@ Object shapes follow Flagger (see docs/design.md); differences on purpose:
   falling back to the HPA minimum (Flagger #1600);
 * `deployment.kubernetes.io/revision` and `kubectl.kubernetes.io/last-applied-configuration`
   are not copied from the target (they describe the target, and the first one belongs to the
-  Deployment controller).
+  Deployment controller);
+* a taken-over apex Service records its original selector and ports in
+  `canary.dev/original-service`, which `finalize` (revertOnDeletion) restores;
+* tracked ConfigMaps/Secrets may be copied under other names than `<name>-primary` when
+  several Canaries share them (`config_copies`, see adapters/configs.py and docs/workloads.md).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
@@ -24,11 +30,14 @@ from canary.adapters.kube import ApiError, Kube
 from canary.models import Canary
 from canary.readiness import deployment_readiness
 from canary.revision import template_hash
+from canary.types import Readiness
 
 CANARY_API_VERSION = "canary.dev/v1beta1"
 CANARY_KIND = "Canary"
 REVISION_ANNOTATION = "canary.dev/revision"
 REPLICAS_ANNOTATION = "canary.dev/replicas"
+ORIGINAL_SERVICE_ANNOTATION = "canary.dev/original-service"  # selector and ports of a taken-over Service
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 SELECTOR_LABELS: tuple[str, ...] = ("app", "name", "app.kubernetes.io/name")
 FLUX_DISABLED = {
     "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
@@ -125,13 +134,22 @@ def recorded_replicas(target: Mapping[str, Any]) -> int | None:
     return value if value and value > 0 else None
 
 
-def _rename_config_refs(pod_spec: dict, tracked: set[str]) -> None:
-    """Point references to tracked ConfigMaps/Secrets ("configmap/x", "secret/x") at x-primary."""
-    if not tracked:
+def config_renames(tracked_configs: Iterable[str] = (),
+                   config_copies: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{"configmap/x": "<copy name>"}: `config_copies` as given (from `ConfigCopier.sync`), and
+    Flagger's `x-primary` for keys only listed in `tracked_configs`."""
+    out = {key: f"{key.partition('/')[2]}-primary" for key in tracked_configs}
+    out.update(config_copies or {})
+    return out
+
+
+def _rename_config_refs(pod_spec: dict, renames: Mapping[str, str]) -> None:
+    """Point references to tracked ConfigMaps/Secrets ("configmap/x", "secret/x") at their copies."""
+    if not renames:
         return
 
     def new(kind: str, name: str | None) -> str | None:
-        return f"{name}-primary" if name and f"{kind}/{name}" in tracked else name
+        return renames.get(f"{kind}/{name}", name) if name else name
 
     for vol in pod_spec.get("volumes") or []:
         if vol.get("configMap"):
@@ -185,15 +203,20 @@ def _rename_pod_selectors(pod_spec: dict, old_values: set[str]) -> None:
 
 def primary_template(canary: Canary, target: Mapping[str, Any], revision: str, *,
                      selector_labels: Iterable[str] = SELECTOR_LABELS,
-                     tracked_configs: Iterable[str] = ()) -> dict:
-    """The target's pod template as the primary must run it."""
+                     tracked_configs: Iterable[str] = (),
+                     config_copies: Mapping[str, str] | None = None) -> dict:
+    """The target's pod template as the primary must run it.
+
+    Config refs are renamed: keys of `config_copies` to its values, other `tracked_configs`
+    keys to Flagger's `<name>-primary`.
+    """
     label, value = selector_label(target, selector_labels)
     template = copy.deepcopy((target.get("spec") or {}).get("template") or {})
     meta = template.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), label: f"{value}-primary"}
     meta["annotations"] = {**without_flux_keys(meta.get("annotations")), REVISION_ANNOTATION: revision}
     pod_spec = template.setdefault("spec", {})
-    _rename_config_refs(pod_spec, set(tracked_configs))
+    _rename_config_refs(pod_spec, config_renames(tracked_configs, config_copies))
     _rename_pod_selectors(pod_spec, {value, canary.spec.target_ref.name})
     return template
 
@@ -201,7 +224,8 @@ def primary_template(canary: Canary, target: Mapping[str, Any], revision: str, *
 def build_primary_deployment(canary: Canary, target: Mapping[str, Any], revision: str, *,
                              replicas: int | None = None,
                              selector_labels: Iterable[str] = SELECTOR_LABELS,
-                             tracked_configs: Iterable[str] = ()) -> dict:
+                             tracked_configs: Iterable[str] = (),
+                             config_copies: Mapping[str, str] | None = None) -> dict:
     """`<target>-primary`: the target with the selector label rewritten to `<value>-primary`.
 
     replicas: explicit count; by default the target's (its recorded count when it was scaled to
@@ -233,7 +257,7 @@ def build_primary_deployment(canary: Canary, target: Mapping[str, Any], revision
             spec[field] = copy.deepcopy(tspec[field])
     spec["selector"] = {"matchLabels": {label: f"{value}-primary"}}
     spec["template"] = primary_template(canary, target, revision, selector_labels=selector_labels,
-                                        tracked_configs=tracked_configs)
+                                        tracked_configs=tracked_configs, config_copies=config_copies)
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
 
@@ -350,6 +374,37 @@ def _owned_metadata(existing: dict, desired: dict, unmanaged: list[str] | None, 
     return {**kept, **(desired["metadata"].get(key) or {})}
 
 
+def _original_service(existing: Mapping[str, Any]) -> str:
+    spec = existing.get("spec") or {}
+    return json.dumps({"selector": spec.get("selector") or {}, "ports": spec.get("ports") or []},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def reverted_service_spec(service: Mapping[str, Any], label: str, value: str) -> tuple[dict, list | None]:
+    """(selector, ports or None) the apex Service must get back when the canary is removed.
+
+    A Service we took over gets what we recorded at takeover (annotation
+    `canary.dev/original-service`), else what `kubectl apply` last set
+    (`kubectl.kubernetes.io/last-applied-configuration`, as Flagger does); a Service we made
+    (or one with neither annotation) selects the target's pods with the selector label.
+    """
+    annotations = (service.get("metadata") or {}).get("annotations") or {}
+    for key in (ORIGINAL_SERVICE_ANNOTATION, LAST_APPLIED):
+        raw = annotations.get(key)
+        if not raw:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        spec = doc.get("spec", doc) if isinstance(doc, dict) else {}
+        selector = spec.get("selector") if isinstance(spec, dict) else None
+        if isinstance(selector, dict) and selector:
+            ports = spec.get("ports")
+            return dict(selector), (list(ports) if isinstance(ports, list) and ports else None)
+    return {label: value}, None
+
+
 def _deployment_ready(dep: Mapping[str, Any]) -> bool:
     """Ready to take over live traffic (all replicas of the observed rollout available)."""
     return deployment_readiness(dict(dep), datetime.now(timezone.utc), zero_replicas_ready=False).ready
@@ -369,7 +424,8 @@ class Workloads:
         return await self.kube.get("apps/v1", "deployments", namespace, name)
 
     async def initialize(self, canary: Canary, target: Mapping[str, Any], *, revision: str | None = None,
-                         tracked_configs: Iterable[str] = ()) -> None:
+                         tracked_configs: Iterable[str] = (),
+                         config_copies: Mapping[str, str] | None = None) -> None:
         """Create the primary if missing, then the Services.
 
         An existing primary is left alone (a new template reaches it only through `promote`).
@@ -389,7 +445,7 @@ class Workloads:
             replicas = _replicas_of(target) or recorded_replicas(target) or 1
             body = build_primary_deployment(canary, target, revision, replicas=replicas,
                                             selector_labels=self.selector_labels,
-                                            tracked_configs=tracked_configs)
+                                            tracked_configs=tracked_configs, config_copies=config_copies)
             primary = await self.kube.create("apps/v1", "deployments", ns, body)
         await self.reconcile_services(canary, target, primary_ready=_deployment_ready(primary))
 
@@ -424,7 +480,11 @@ class Workloads:
                     body["spec"]["type"] = desired["spec"]["type"]
                 if "trafficDistribution" in desired["spec"]:
                     body["spec"]["trafficDistribution"] = desired["spec"]["trafficDistribution"]
-            if owned:  # a taken-over Service keeps its metadata
+                if not owned:  # remember what we overwrite, for revertOnDeletion
+                    annotations = body["metadata"].setdefault("annotations", {}) or {}
+                    annotations.setdefault(ORIGINAL_SERVICE_ANNOTATION, _original_service(existing))
+                    body["metadata"]["annotations"] = annotations
+            if owned:  # a taken-over Service keeps its metadata (but for the annotation above)
                 for key in ("labels", "annotations"):
                     want = _owned_metadata(existing, desired, getattr(unmanaged, key, None), key)
                     if ((existing.get("metadata") or {}).get(key) or {}) != want:
@@ -463,8 +523,12 @@ class Workloads:
         return await self.kube.patch("apps/v1", "deployments", ns, name, patch)
 
     async def promote(self, canary: Canary, target: Mapping[str, Any], revision: str, *,
-                      tracked_configs: Iterable[str] = ()) -> None:
-        """Copy the target's pod template and rollout settings into the primary."""
+                      tracked_configs: Iterable[str] = (),
+                      config_copies: Mapping[str, str] | None = None) -> None:
+        """Copy the target's pod template and rollout settings into the primary.
+
+        With an autoscalerRef the primary keeps its current replica count (the HPA owns it);
+        Flagger drops it to the HPA minimum here (#1600)."""
         canary = as_canary(canary)
         ns = (target.get("metadata") or {}).get("namespace") or canary.namespace
         name = primary_name(canary)
@@ -479,7 +543,7 @@ class Workloads:
                 replicas = _replicas_of(target) or recorded_replicas(target) or current or 1
             desired = build_primary_deployment(canary, target, revision, replicas=replicas,
                                                selector_labels=self.selector_labels,
-                                               tracked_configs=tracked_configs)
+                                               tracked_configs=tracked_configs, config_copies=config_copies)
             body = copy.deepcopy(primary)
             spec = body["spec"]
             for field in ("replicas", *_COPIED_SPEC_FIELDS, "template"):
@@ -497,28 +561,60 @@ class Workloads:
                     raise
         raise ApiError(409, "Conflict", f"deployment {ns}/{name} kept changing while being promoted")
 
-    async def revert(self, canary: Canary, target: Mapping[str, Any]) -> None:
-        """Undo the takeover (revertOnDeletion): the target serves again behind the apex Service.
+    async def finalize(self, canary: Canary, target: Mapping[str, Any], *, force: bool = False,
+                       now: datetime | None = None) -> "FinalizeResult":
+        """revertOnDeletion: hand the traffic back to the target before the Canary goes away.
 
-        The target gets the primary's replicas, the apex selector points at the target's pods,
-        and our owner reference is removed from the apex Service so that garbage collection of
-        the Canary does not delete it.
+        1. The target gets the primary's replicas (its recorded count, else 1, when the primary
+           is gone) and loses our `canary.dev/replicas` annotation.
+        2. Until the target is ready (and unless `force`), nothing else changes: the result says
+           `done=False` with the target's readiness, and the caller calls again later (with the
+           target as its watch now sees it). Waiting, and how long, is the caller's job.
+        3. The apex Service selects the target's pods again: its recorded selector and ports if
+           we took it over, else `{<label>: <value>}`; our annotation and owner reference are
+           removed so that garbage collection of the Canary leaves it in place.
+
+        Everything else we made (primary Deployment, `-primary`/`-canary` Services, config
+        copies, primary HPA) is owned by the Canary and collected with it. Idempotent.
         """
         canary = as_canary(canary)
+        now = now or datetime.now(timezone.utc)
         meta = target.get("metadata") or {}
         ns, name = meta.get("namespace") or canary.namespace, meta["name"]
         label, value = selector_label(target, self.selector_labels)
         primary = await self._get_deployment(ns, primary_name(canary))
-        want = _replicas_of(primary) or recorded_replicas(target) or 1
-        if _replicas_of(target) != want:
-            await self.kube.patch("apps/v1", "deployments", ns, name, {"spec": {"replicas": want}})
+        want = _replicas_of(primary) or recorded_replicas(target) or _replicas_of(target) or 1
+        annotations = meta.get("annotations") or {}
+        if _replicas_of(target) != want or REPLICAS_ANNOTATION in annotations:
+            patch: dict[str, Any] = {"spec": {"replicas": want}}
+            if REPLICAS_ANNOTATION in annotations:
+                patch["metadata"] = {"annotations": {REPLICAS_ANNOTATION: None}}
+            target = await self.kube.patch("apps/v1", "deployments", ns, name, patch)
+        readiness = deployment_readiness(dict(target), now, zero_replicas_ready=False)
+        if not readiness.ready and not force:
+            return FinalizeResult(False, readiness, want)
+        await self._revert_apex(canary, ns, label, value)
+        return FinalizeResult(True, readiness, want)
+
+    async def revert(self, canary: Canary, target: Mapping[str, Any]) -> "FinalizeResult":
+        """`finalize` without waiting for the target to be ready."""
+        return await self.finalize(canary, target, force=True)
+
+    async def _revert_apex(self, canary: Canary, ns: str, label: str, value: str) -> None:
         apex_name = service_name(canary)
         for _ in range(3):
             apex = await self.kube.get("v1", "services", ns, apex_name)
             if apex is None:
                 return
             body = copy.deepcopy(apex)
-            body["spec"]["selector"] = {label: value}
+            selector, ports = reverted_service_spec(apex, label, value)
+            body["spec"]["selector"] = selector
+            if ports is not None:
+                body["spec"]["ports"] = _with_node_ports(ports, apex["spec"].get("ports"))
+            annotations = body["metadata"].get("annotations") or {}
+            if ORIGINAL_SERVICE_ANNOTATION in annotations:
+                annotations.pop(ORIGINAL_SERVICE_ANNOTATION)
+                body["metadata"]["annotations"] = annotations
             refs = [r for r in body["metadata"].get("ownerReferences") or []
                     if not (r.get("kind") == CANARY_KIND and r.get("name") == canary.name)]
             if refs:
@@ -533,3 +629,13 @@ class Workloads:
             except ApiError as e:
                 if e.status != 409:
                     raise
+        raise ApiError(409, "Conflict", f"service {ns}/{apex_name} kept changing while being reverted")
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    """What `Workloads.finalize` achieved."""
+
+    done: bool  # the apex Service selects the target's pods and will survive the Canary
+    target: Readiness  # the target's readiness as last seen
+    replicas: int  # the replica count the target was given

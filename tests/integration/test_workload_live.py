@@ -55,6 +55,7 @@ def canary_body(ns: str, name: str = "podinfo", service: dict | None = None, **s
         "kind": "Canary",
         "metadata": {"name": name, "namespace": ns},
         "spec": {
+            "suspend": True,  # an operator running on the shared testbed (end-to-end tests) leaves it alone
             "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "service": {"port": 9898, **(service or {})},
             "analysis": {"interval": "10s", "threshold": 2, "stepWeight": 20},
@@ -189,11 +190,22 @@ async def test_takeover_of_an_existing_apex_service(kube, namespace):
     assert apex["spec"]["type"] == "NodePort"
     assert apex["spec"]["ports"][0]["nodePort"] == node_port
     assert apex["metadata"]["labels"] == {"team": "web"}
+    original = apex["metadata"]["annotations"].pop("canary.dev/original-service")  # for revertOnDeletion
     assert apex["metadata"]["annotations"] == {"owner": "team-web"}
+    assert '"extra":"x"' in original
     assert not apex["metadata"].get("ownerReferences")
     before = kube.writes
     await w.initialize(canary, target)
     assert kube.writes == before
+
+    # revertOnDeletion gives the Service back as it was
+    await until(lambda: _available(kube, ns, "podinfo"), what="target Available")
+    result = await w.finalize(canary, await kube.get("apps/v1", "deployments", ns, "podinfo"))
+    assert result.done  # the target was never scaled down here, so it is ready
+    apex = await kube.get("v1", "services", ns, "podinfo")
+    assert apex["spec"]["selector"] == {"app": "podinfo", "extra": "x"}
+    assert apex["spec"]["ports"][0]["nodePort"] == node_port
+    assert apex["metadata"]["annotations"] == {"owner": "team-web"}
 
 
 async def test_api_errors_are_readable(kube, namespace):

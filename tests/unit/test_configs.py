@@ -435,3 +435,34 @@ async def test_sync_never_overwrites_a_users_object():
     assert names == {"configmap/cfg": "cfg-a-primary"}
     assert w.get("configmaps", "cfg-primary")["data"] == {"mine": "yes"}
     assert w.get("configmaps", "cfg-a-primary")["data"] == {"a": "1"}
+
+
+def test_tracked_configs_of_a_deployment():
+    from canary.adapters.configs import tracked_configs_of
+
+    dep = {"spec": {"template": {"spec": {"volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}}}}
+    assert tracked_configs_of(dep, lookup_of(configmap("cfg", {"a": "1"}))) == \
+        ({"configmap/cfg": config_checksum({"a": "1"})}, [])
+    assert tracked_configs_of(None, lookup_of()) == ({}, [])
+
+
+def test_uses_config_and_slim_cache_entries():
+    from canary.adapters.configs import slim_config, uses_config
+
+    dep = {"spec": {"template": {"spec": POD_SPEC}}}
+    assert uses_config(dep, "configmap", "init-cm") and uses_config(dep, "secret", "proj-secret")
+    assert not uses_config(dep, "secret", "init-cm") and not uses_config(None, "configmap", "x")
+    cm = configmap("cfg", {"a": "1"}, labels={"l": "1"}, managedFields=[{"manager": "kubectl"}],
+                   annotations={"flagger.app/config-tracking": "disabled", "big": "x" * 1000})
+    slim = slim_config(cm)
+    assert slim == {"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1"},
+                    "metadata": {"name": "cfg", "namespace": NS, "labels": {"l": "1"},
+                                 "annotations": {"flagger.app/config-tracking": "disabled"}}}
+    # what tracking and copying see is the same with the slim object
+    lookup = lookup_of(cm)
+    assert tracked_configs({"volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}, lambda k, n: slim) == \
+        tracked_configs({"volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}, lookup)
+    assert build_copy(make_canary("a"), "configmap/cfg", slim, "cfg-primary") == \
+        build_copy(make_canary("a"), "configmap/cfg", cm, "cfg-primary")
+    assert slim_config(secret("helm", type_="helm.sh/release.v1")) is None
+    assert slim_config(secret("tls", type_="kubernetes.io/tls"))["type"] == "kubernetes.io/tls"
