@@ -69,6 +69,7 @@ def test_phase_is_one_hot_and_weight_and_failed_checks() -> None:
     run.to(st("WaitingPromotion", weight=50))
     assert val(m, "canary_phase", namespace="shop", name="podinfo", phase="Progressing") == 0
     assert val(m, "canary_phase", namespace="shop", name="podinfo", phase="WaitingPromotion") == 1
+    assert val(m, "canary_phase_code", namespace="shop", name="podinfo") == 5
     phases = [s for s in m.registry.collect() if s.name == "canary_phase"][0].samples
     assert sum(s.value for s in phases) == 1 and len(phases) == 11  # every phase but "" has a series
 
@@ -85,7 +86,7 @@ def test_a_promotion_is_counted_once_with_its_duration() -> None:
     run.to(st("Succeeded", T0 + timedelta(seconds=310), promoted="rev2"))  # a later, idle tick
     labels = dict(namespace="shop", name="podinfo")
     assert val(m, "canary_promotions_total", **labels) == 1
-    assert val(m, "canary_rollbacks_total", **labels) is None
+    assert val(m, "canary_rollbacks_total", **labels) == 0  # present from the start, for increase()
     assert val(m, "canary_analysis_duration_seconds_count", **labels) == 1
     assert val(m, "canary_analysis_duration_seconds_sum", **labels) == 300
     assert val(m, "flagger_canary_successes_total", name="podinfo-app", namespace="shop",
@@ -101,7 +102,7 @@ def test_a_rollback_is_counted_with_its_duration() -> None:
     run.to(st("Failed", T0 + timedelta(seconds=45), failed=2))
     labels = dict(namespace="shop", name="podinfo")
     assert val(m, "canary_rollbacks_total", **labels) == 1
-    assert val(m, "canary_promotions_total", **labels) is None
+    assert val(m, "canary_promotions_total", **labels) == 0
     assert val(m, "canary_analysis_duration_seconds_sum", **labels) == 40
     assert val(m, "flagger_canary_failures_total", name="podinfo-app", namespace="shop",
                deployment_strategy="blue-green", analysis_status="completed") == 1
@@ -112,7 +113,7 @@ def test_a_cancelled_run_is_not_a_promotion() -> None:
     run = Run(m)
     run.to(st("Progressing", weight=10, promoted="rev1", applied="rev2"))
     run.to(st("Succeeded", T0 + timedelta(seconds=20), promoted="rev1", applied="rev1"))  # reverted
-    assert val(m, "canary_promotions_total", namespace="shop", name="podinfo") is None
+    assert val(m, "canary_promotions_total", namespace="shop", name="podinfo") == 0
     assert val(m, "canary_analysis_duration_seconds_count", namespace="shop", name="podinfo") is None
 
 
@@ -266,3 +267,101 @@ def test_served_over_http() -> None:
     assert 'canary_operator_info{mesh_provider="istio",version="0.1.0"} 1.0' in text
     assert 'canary_weight{name="podinfo",namespace="shop"} 10.0' in text
     assert "# TYPE canary_operator_api_requests_total counter" in text
+
+
+# ---- the chart's dashboard and alerting rules use series that exist -----------------------------
+
+CHART_FILES = __import__("pathlib").Path(__file__).resolve().parents[2] / "charts" / "canary-operator" / "files"
+
+
+def _exposed_names() -> set[str]:
+    m = OperatorMetrics()
+    m.bind_kube(type("K", (), {"requests": {"get": 1}})())
+    run = Run(m)
+    run.to(st("Progressing", weight=10))
+    run.to(st("Failed", T0 + timedelta(seconds=5)))
+    run.to(st("Progressing", T0 + timedelta(seconds=10), weight=10))
+    run.to(st("Succeeded", T0 + timedelta(seconds=20), promoted="rev2"))
+    m.observe_checks(canary(), [MetricResult("c", "q", 1.0, min=0, max=2)])
+    m.metric_query_errors.labels("shop", "podinfo", "c").inc()
+    m.observe_alert(Delivery("p", "slack", True))
+    m.info.labels("v", "istio").set(1)
+    return {s.name for fam in m.registry.collect() for s in fam.samples}
+
+
+def _series_in(expr: str) -> set[str]:
+    import re
+
+    words = set(re.findall(r"\b([a-z_][a-z0-9_]*)\b\s*(?=\{|\[|\)|$)", expr))
+    return {w for w in words if w.startswith(("canary_", "flagger_"))}
+
+
+def test_dashboard_queries_use_exposed_series() -> None:
+    import json
+
+    dash = json.loads((CHART_FILES / "dashboard.json").read_text())
+    exposed = _exposed_names()
+    used: set[str] = set()
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        for target in panel["targets"]:
+            used |= _series_in(target["expr"])
+    assert used, "no series found in the dashboard"
+    assert used <= exposed, used - exposed
+    assert {"canary_phase_code", "canary_weight", "canary_failed_checks", "canary_check_value",
+            "canary_check_threshold", "canary_promotions_total", "canary_rollbacks_total",
+            "canary_reconcile_duration_seconds_bucket", "canary_operator_api_requests_total"} <= used
+    assert [v["name"] for v in dash["templating"]["list"]][0] == "datasource"
+
+
+def test_alert_rules_use_exposed_series_and_fire(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    import yaml
+
+    doc = yaml.safe_load((CHART_FILES / "prometheus-rules.yaml").read_text())
+    assert doc["kind"] == "PrometheusRule"
+    rules = [r for g in doc["spec"]["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} >= {"CanaryFailed", "CanaryStuck"}
+    exposed = _exposed_names()
+    for r in rules:
+        assert _series_in(r["expr"]) <= exposed, r["alert"]
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(doc["spec"]))
+    labels = 'namespace="shop",name="podinfo"'
+    by_name = {r["alert"]: r for r in rules}
+
+    def expected(alert: str, name: str) -> dict:
+        notes = {k: v.replace("{{ $labels.namespace }}", "shop").replace("{{ $labels.name }}", name)
+                 for k, v in by_name[alert]["annotations"].items()}
+        return {"exp_labels": {"severity": "warning", "namespace": "shop", "name": name}, "exp_annotations": notes}
+
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": f'canary_phase{{{labels},phase="Failed"}}', "values": "0 0 1 1 1 1"},
+                {"series": f'canary_phase{{namespace="shop",name="stuck",phase="Progressing"}}', "values": "1x100"},
+                {"series": 'canary_weight{namespace="shop",name="stuck"}', "values": "20x100"},
+                {"series": 'canary_failed_checks{namespace="shop",name="stuck"}', "values": "0x100"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "CanaryFailed", "exp_alerts": []},
+                {"eval_time": "4m", "alertname": "CanaryFailed",
+                 "exp_alerts": [expected("CanaryFailed", "podinfo")]},
+                {"eval_time": "30m", "alertname": "CanaryStuck", "exp_alerts": []},
+                {"eval_time": "90m", "alertname": "CanaryStuck",
+                 "exp_alerts": [expected("CanaryStuck", "stuck")]},
+            ],
+        }],
+    }))
+    out = subprocess.run([promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr

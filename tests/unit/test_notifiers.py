@@ -225,6 +225,11 @@ def test_describe_prefers_the_given_status_and_handles_no_status() -> None:
     i = describe(c, Alert("info", "promoted"), None, NOW, status=st)
     assert (i.phase, i.revision) == ("Succeeded", "abc")
     assert "Failed check" not in dict(i.fields())
+    # a promotion after failed checks below the threshold: lastFailure is not the deciding check
+    st.last_failure = CanaryStatus.model_validate(FAILED_STATUS).last_failure
+    i = describe(c, Alert("info", "promoted"), None, NOW, status=st)
+    assert (i.check, i.value, i.failure) == (None, None, None)
+    assert describe(c, Alert("error", "rolled back"), None, NOW, status=st).check == "request-success-rate"
 
 
 def test_traffic_routing_texts() -> None:
