@@ -1,6 +1,6 @@
 PY ?= .venv/bin/python
 
-.PHONY: setup test unit demo testbed-up testbed-down testbed-status crds bench lint
+.PHONY: setup test unit demo testbed-up testbed-down testbed-status crds chart-crds bench lint
 
 setup:
 	bash scripts/setup.sh
@@ -25,6 +25,10 @@ testbed-status:
 
 crds:
 	$(PY) -m canary.crd
+
+# the chart ships the CRDs generated from the models (tests/unit/test_chart.py checks they match)
+chart-crds:
+	cp crds/*.yaml charts/canary-operator/crds/
 
 bench:
 	$(PY) -m bench

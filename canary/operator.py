@@ -17,6 +17,8 @@ from canary.adapters.events import EventRecorder
 from canary.adapters.kube import Kube, load_configuration
 from canary.adapters.notifiers import Notifier
 from canary.adapters.workload import Workloads
+from canary.leader import DEFAULT_NAME as LEADER_LEASE
+from canary.leader import LeaderElector, default_identity, default_namespace
 from canary.metrics import OperatorMetrics
 from canary.models import Canary
 from canary.reconciler import Deps, reconcile
@@ -39,6 +41,10 @@ class Options:
     max_concurrent: int = 50
     liveness: str | None = None
     alert_webhook: str | None = None  # generic alert webhook for Canaries without analysis.alerts
+    leader_election: bool = False  # several replicas: only the Lease holder ticks (canary/leader.py)
+    leader_election_namespace: str | None = None  # None: the pod's own namespace
+    leader_election_id: str = LEADER_LEASE  # the Lease's name; one per shard
+    shutdown_timeout: float = 20.0  # on SIGTERM, seconds the running ticks get to finish
 
 
 class WatchCache:
@@ -92,6 +98,9 @@ class Operator:
         self.metrics = OperatorMetrics()
         self.notifier: Notifier | None = None
         self._routers: dict[str, Any] = {}
+        self.identity = default_identity()
+        self.elector: LeaderElector | None = None
+        self._elector_task: asyncio.Task | None = None
         self.registry = kopf.OperatorRegistry()
         self._register()
 
@@ -104,6 +113,13 @@ class Operator:
         return self._routers[provider]
 
     async def _tick(self, obj) -> float:
+        if self.elector is not None and not self.elector.is_leader:
+            # the lease ran out before the elector loop noticed: do not act (the scheduler
+            # takes a cancelled tick as "paused" and waits for the next leadership)
+            self.scheduler.pause(cancel_inflight=False)
+            raise asyncio.CancelledError("not the leader")
+        meta = obj.get("metadata") or {}
+        log.debug("tick %s/%s", meta.get("namespace"), meta.get("name"))
         # alerts raised by the tick are sent (in the background) once it has decided
         with self.metrics.tick_seconds.time(), self.notifier.hold(obj):
             return await reconcile(self.deps, obj, self.caches)
@@ -125,7 +141,12 @@ class Operator:
             settings.watching.server_timeout = 300
             settings.watching.client_timeout = 330
             settings.networking.request_timeout = 30
-            self.kube = Kube.from_config(self.opts.kubeconfig)
+            # no watch on CustomResourceDefinitions (a cluster-wide right the operator does not
+            # otherwise need): the watched resources are discovered once, at startup, so route
+            # CRDs (Istio, Gateway API) installed later are served after a restart
+            settings.scanning.disabled = True
+            self.kube = Kube.from_config(self.opts.kubeconfig,
+                                         user_agent=f"canary-operator/0.1.0 ({self.identity})")
             self.notifier = Notifier(self.kube, self.caches.alert_provider, self.caches.deployment,
                                      default_url=self.opts.alert_webhook, on_delivery=self.metrics.observe_alert)
             self.deps = Deps(
@@ -146,6 +167,8 @@ class Operator:
             self.metrics.info.labels("0.1.0", self.opts.mesh_provider).set(1)
             self.scheduler = Scheduler(self._tick, max_concurrent=self.opts.max_concurrent)
             self.metrics.bind_scheduler(self.scheduler)
+            if self.opts.leader_election:
+                self._start_leader_election()
             log.info("canary-operator started: provider=%s metrics-server=%s namespace=%s",
                      self.opts.mesh_provider, self.opts.metrics_server, self.opts.namespace or "(all)")
 
@@ -157,8 +180,7 @@ class Operator:
 
         @kopf.on.cleanup(registry=reg)
         async def cleanup(**_):
-            if self.scheduler is not None:
-                await self.scheduler.stop()
+            await self._drain()
             if self.notifier is not None:
                 await self.notifier.aclose(timeout=5.0)
             if self.kube is not None:
@@ -197,6 +219,41 @@ class Operator:
             else:
                 self.scheduler.upsert(obj)
             self.metrics.canaries.set(self.scheduler.size)
+
+    # ---- leader election and graceful shutdown ------------------------------------------
+
+    def _start_leader_election(self) -> None:
+        """Ticks wait until this replica holds the Lease; the watches fill the caches meanwhile."""
+        self.scheduler.pause()
+        self.elector = LeaderElector(
+            self.kube,
+            self.opts.leader_election_namespace or default_namespace(),
+            self.opts.leader_election_id,
+            self.identity,
+            on_started_leading=self.scheduler.resume,
+            on_stopped_leading=self._stopped_leading,
+        )
+        self._elector_task = asyncio.create_task(self.elector.run(), name="leader-election")
+        log.info("leader election on: lease %s/%s, identity %s; waiting to lead",
+                 self.elector.namespace, self.elector.name, self.identity)
+
+    def _stopped_leading(self) -> None:
+        cancelled = self.scheduler.pause(cancel_inflight=True) if self.scheduler else 0
+        log.warning("not the leader any more: ticks paused (%d in flight cancelled)", cancelled)
+
+    async def _drain(self) -> None:
+        """SIGTERM: let the running ticks finish (bounded, while the Lease is still renewed),
+        then give the Lease up so that another replica takes over at once."""
+        if self.scheduler is not None:
+            running = self.scheduler.in_flight
+            finished = await self.scheduler.drain(self.opts.shutdown_timeout)
+            log.info("shutdown: %d tick(s) were running; %s", running,
+                     "all finished" if finished else f"cut short after {self.opts.shutdown_timeout:.0f}s")
+        if self.elector is not None:
+            await self.elector.release()
+        if self._elector_task is not None:
+            self._elector_task.cancel()
+            await asyncio.gather(self._elector_task, return_exceptions=True)
 
 
 def _connection_info(kubeconfig: str | None) -> kopf.ConnectionInfo:

@@ -4,11 +4,17 @@ We do not use kopf daemons: they put a finalizer on every Canary, which blocks d
 Canary (or its namespace) whenever the operator is down. Here the Canary objects come from
 the watch (kopf on.event), the latest version always replaces the previous one, and a
 global semaphore bounds how many ticks run at once.
+
+The scheduler can be paused (a replica that is not the leader, see canary/leader.py): the
+per-Canary tasks keep receiving objects but start no tick until `resume()`; `pause()` also
+cancels the ticks in flight, so a replica that lost its lease stops writing at once.
+`drain()` is the graceful shutdown: no new tick, the running ones may finish (bounded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping
 
@@ -50,6 +56,11 @@ class Scheduler:
         self._tasks: dict[Key, asyncio.Task] = {}
         self._targets: dict[Key, Key] = {}  # (ns, target name) -> canary key
         self._sem = asyncio.Semaphore(max_concurrent)
+        self._active = asyncio.Event()  # cleared: paused (not the leader, or shutting down)
+        self._active.set()
+        self._closing = False
+        self._inflight: dict[Key, asyncio.Task] = {}  # ticks running now
+        self.waiting = 0  # loops whose tick is due but waiting for a slot (canary_scheduler_queue_depth)
         self._min_wait = min_wait
         self._max_wait = max_wait
         self.ticks = 0
@@ -104,16 +115,92 @@ class Scheduler:
     def size(self) -> int:
         return len(self._objects)
 
+    # ---- leadership and shutdown ----------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self._active.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for t in self._inflight.values() if not t.done())
+
+    def pause(self, cancel_inflight: bool = True) -> int:
+        """Start no tick until `resume()`; cancel the running ones. Returns how many were cancelled."""
+        self._active.clear()
+        cancelled = 0
+        if cancel_inflight:
+            for task in list(self._inflight.values()):
+                if not task.done():
+                    task.cancel()
+                    cancelled += 1
+        return cancelled
+
+    def resume(self) -> None:
+        if not self._closing:
+            self._active.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Graceful stop: start no new tick, give the running ones up to `timeout` s to finish,
+        then stop everything. True if none had to be cut short."""
+        self._closing = True
+        self._active.clear()
+        running = [t for t in self._inflight.values() if not t.done()]
+        finished = True
+        if running:
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            finished = not pending
+        await self.stop()
+        return finished
+
     # ---- the per-Canary loop ----------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _slot(self):
+        """One of the max_concurrent tick slots; `waiting` counts the loops queued for one."""
+        self.waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._sem.release()
+
+    async def _run_tick(self, key: Key, obj: Mapping) -> "TickResult | None":
+        """The tick as its own task, so that `pause()` can cancel it without ending the loop.
+        None when it was cancelled that way."""
+        task = asyncio.create_task(self._tick(obj), name=f"tick:{key[0]}/{key[1]}")
+        self._inflight[key] = task
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:  # the loop itself is being stopped
+            task.cancel()
+            raise
+        finally:
+            if self._inflight.get(key) is task:
+                del self._inflight[key]
+        if task.cancelled():
+            return None
+        return task.result()
 
     async def _loop(self, key: Key) -> None:
         while key in self._objects:
+            if not self._active.is_set():
+                await self._active.wait()
+                continue  # re-read: the Canary may have changed or gone meanwhile
             wake = self._wake[key]
             wake.clear()
             obj = self._objects[key]
             try:
-                async with self._sem:
-                    result = await self._tick(obj)
+                async with self._slot():
+                    if not self._active.is_set():
+                        continue  # paused while waiting for a slot
+                    result = await self._run_tick(key, obj)
+                if result is None:
+                    log.info("tick of %s/%s cancelled (paused)", *key)
+                    continue
                 self.ticks += 1
                 wait = result.wake_after
                 held = self._objects.get(key)
@@ -131,8 +218,9 @@ class Scheduler:
                 pass
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + list(self._inflight.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        self._inflight.clear()

@@ -42,7 +42,9 @@ PROM_URL = f"http://127.0.0.1:{PROM_PORT}"
 IDENTITIES = {
     "admin": ("canary-testbed-admin", "admin", "system:masters"),
     "operator": ("canary-testbed-operator", "canary-operator", "canary:operators"),
-    "controller-manager": ("canary-testbed-kcm", "system:kube-controller-manager", ""),
+    # it runs every controller under its own identity (no per-controller service account
+    # credentials), so under --rbac it needs the rights of all of them
+    "controller-manager": ("canary-testbed-kcm", "system:kube-controller-manager", "system:masters"),
     "simulator": ("canary-testbed-sim", "canary-simulator", "system:masters"),
 }
 

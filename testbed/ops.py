@@ -27,22 +27,30 @@ class OperatorProcess:
     """`canary operator` as a child process, with the operator identity and its own log file."""
 
     def __init__(self, name: str = "operator", metrics_port: int = 19102, extra: list[str] | None = None,
-                 namespace: str | None = None, mesh_provider: str = "istio"):
+                 namespace: str | None = None, mesh_provider: str = "istio", *,
+                 module: str = "canary.cli", kubeconfig: str | Path | None = None,
+                 metrics_server: str | None = None, log_dir: Path | None = None, scrape: bool = True):
+        """module, kubeconfig, metrics_server, log_dir: another entry point, identity or testbed
+        (e.g. the RBAC testbed); scrape: register /metrics with this testbed's Prometheus."""
         self.name = name
         self.metrics_port = metrics_port
         self.extra = extra or []
         self.namespace = namespace
         self.mesh_provider = mesh_provider
+        self.module = module
+        self.kubeconfig = kubeconfig
+        self.metrics_server = metrics_server
+        self.scrape = scrape and bool(metrics_port)
         self.proc: subprocess.Popen | None = None
-        self.log_path = cluster.paths().logs / f"{name}.log"
+        self.log_path = (log_dir or cluster.paths().logs) / f"{name}.log"
 
     def start(self) -> "OperatorProcess":
         p = cluster.paths()
         argv = [
-            sys.executable, "-u", "-m", "canary.cli",
-            "--kubeconfig", str(p.kubeconfig("operator")),
+            sys.executable, "-u", "-m", self.module,
+            "--kubeconfig", str(self.kubeconfig or p.kubeconfig("operator")),
             "operator",
-            "--metrics-server", cluster.PROM_URL,
+            "--metrics-server", self.metrics_server or cluster.PROM_URL,
             "--mesh-provider", self.mesh_provider,
             "--metrics-port", str(self.metrics_port),
             *self.extra,
@@ -52,7 +60,7 @@ class OperatorProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO),
                                      start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if self.metrics_port:
+        if self.scrape:
             cluster.add_scrape_target(self.name, f"127.0.0.1:{self.metrics_port}")
         return self
 
@@ -72,7 +80,7 @@ class OperatorProcess:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if self.metrics_port:
+        if self.scrape:
             cluster.remove_scrape_target(self.name)
 
     def log_tail(self, n: int = 40) -> str:

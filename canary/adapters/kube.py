@@ -86,11 +86,13 @@ class Kube:
 
     def __init__(self, host: str, *, auth: Callable[[], dict[str, str]] | None = None,
                  auth_may_block: bool = False, verify: ssl.SSLContext | bool = True, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None):
+                 transport: httpx.AsyncBaseTransport | None = None, user_agent: str | None = None):
         self._auth = auth  # () -> {"authorization": "Bearer ..."}
         self._auth_may_block = auth_may_block  # a token refresh hook may read files or run programs
+        # a User-Agent per process tells replicas apart in the API server's audit log
         self._http = httpx.AsyncClient(base_url=host.rstrip("/"), verify=verify, timeout=timeout,
-                                       transport=transport)
+                                       transport=transport,
+                                       headers={"User-Agent": user_agent} if user_agent else None)
         self._groups: dict[str, dict | None] = {}
         self.requests: dict[str, int] = {}  # verb -> number of requests sent
 

@@ -30,6 +30,7 @@ DEFAULT_GROUPS = {
     "": ["v1"],
     "apps": ["v1"],
     "coordination.k8s.io": ["v1"],
+    "autoscaling": ["v2", "v2beta2", "v1"],
     "canary.dev": ["v1beta1"],
     "networking.istio.io": ["v1beta1", "v1"],
     "gateway.networking.k8s.io": ["v1", "v1beta1"],
