@@ -46,6 +46,36 @@ differences (also listed in docs/design.md):
   promotion (traffic 0/100 on the canary) a fixed revision is promoted forward instead of
   sending traffic to a broken primary.
 * stepWeightPromotion applies to the canary and Blue/Green strategies; A/B switches back at once.
+
+Decision ledger (our addition): every tick that decides something appends an entry to
+``status.ledger`` (time, phase and weight after the decision, action, actor, message, and the
+metric and webhook results the tick used); see ``canary.ledger`` for how it stays small.
+Ticks that decide nothing (between intervals, waiting for readiness, held by a pause) leave
+the status exactly as it was, so the operator writes nothing.
+
+Commands (our addition): ``obs.commands`` carries the ``canary.dev/<name>`` annotations
+(see docs/cli.md). They are decided here in a fixed order (abort, retry, resume, pause,
+set-weight, promote), at most one applied per tick; the others are decided on the next tick
+(at once) against the new state:
+
+* A decided command (applied or rejected) records the annotation value's id in
+  ``status.consumedCommands`` and in ``status.lastCommand``, emits an event naming who asked,
+  and adds a ledger entry. ``Decision.clear`` lists the annotations the operator must remove
+  *after* writing the status. A value whose id is already recorded is never acted on again,
+  so an annotation that could not be cleared (operator restart, conflict) is only cleared
+  the next time. The id is forgotten once the annotation is gone, so the same plain value
+  can be given again later.
+* Commands that make no sense in the phase are rejected (Warning event) and cleared.
+* ``promote`` (Waiting, Progressing, WaitingPromotion) skips the remaining analysis and gates
+  and promotes as soon as the canary is ready; until then the annotation stays (a rollback,
+  a failed deadline or a new revision rejects it). ``abort`` rolls back at once with the
+  given reason (check ``abort`` in lastFailure). ``retry`` (Failed) runs the same revision
+  again (Flagger #862). ``set-weight`` routes N (0..maxWeight, canary strategy, canary ready)
+  and the analysis continues from N one interval later.
+* ``pause`` stays until removed (``resume`` removes it too). While paused nothing happens
+  but commands and rollback webhooks: no analysis step, no new run, no deadline. On resume
+  ``waitingSince`` and ``lastStepTime`` move forward by the paused time, so the pause does not
+  count toward progressDeadlineSeconds or the analysis interval.
 """
 
 from __future__ import annotations
@@ -54,12 +84,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from canary.models import Analysis, Canary, CanaryStatus, Condition, LastFailure
+from canary import ledger
+from canary.models import (
+    Analysis,
+    Canary,
+    CanaryStatus,
+    Condition,
+    LastCommand,
+    LastFailure,
+    LedgerEntry,
+    PauseState,
+)
 from canary.types import (
+    COMMAND_NAMES,
     Action,
     Alert,
     CallWebhooks,
     CheckPlan,
+    Command,
     Event,
     Initialize,
     MetricResult,
@@ -84,6 +126,7 @@ __all__ = [
     "STALLED",
     "PRIMARY_READINESS_CHECK",
     "PROGRESS_DEADLINE_CHECK",
+    "ABORT_CHECK",
     "RETRY_AFTER_MISSING_CHECKS",
 ]
 
@@ -96,6 +139,8 @@ RETRY_AFTER_MISSING_CHECKS = 1.0
 
 PRIMARY_READINESS_CHECK = "primary-readiness"
 PROGRESS_DEADLINE_CHECK = "progress-deadline"
+ABORT_CHECK = "abort"
+"""lastFailure.check of a run rolled back by the canary.dev/abort command."""
 
 _ANALYSING = (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
 _STEADY = (Phase.INITIALIZED, Phase.SUCCEEDED, Phase.FAILED)
@@ -119,6 +164,8 @@ class Decision:
     status: CanaryStatus
     actions: list[Action] = field(default_factory=list)
     wake_after: float = 60.0
+    clear: tuple[str, ...] = ()
+    """Command annotations to remove once the status is written (see the module docstring)."""
 
 
 class _MissingChecks(Exception):
@@ -175,6 +222,18 @@ def _phase(value: object) -> Phase | None:
         return None
 
 
+def _copy_status(status: CanaryStatus) -> CanaryStatus:
+    """A deep copy, except for the ledger's entries: they are never changed in place (the
+    ledger helpers replace entries and lists), so sharing them is safe and saves most of
+    the cost of copying a status with a full ledger on every tick."""
+    ledger = status.ledger
+    shallow = status.model_copy()
+    shallow.__dict__["ledger"] = None
+    copy = shallow.model_copy(deep=True)
+    copy.__dict__["ledger"] = list(ledger) if ledger is not None else None
+    return copy
+
+
 # ---- one tick ----------------------------------------------------------------------------
 
 
@@ -186,12 +245,14 @@ class _Tick:
         self.obs = obs
         self.now: datetime = obs.now
         self.planning = planning
-        self.st = status.model_copy(deep=True) if status is not None else CanaryStatus()
+        self.st = _copy_status(status) if status is not None else CanaryStatus()
         self.actions: list[Action] = []
         self.wake: float | None = None
         self.needed_hooks: list[str] = []
         self.needs_metrics = False
         self.routes: Routes | None = obs.routes
+        self.records: list[tuple[str, str, str, bool]] = []  # action, actor, message, with checks
+        self.commands: dict[str, Command] = {c.name: c for c in obs.commands}
 
         ns = canary.namespace
         target = self.spec.target_ref.name
@@ -224,6 +285,28 @@ class _Tick:
     def wake_in(self, seconds: float) -> None:
         seconds = max(0.0, float(seconds))
         self.wake = seconds if self.wake is None else min(self.wake, seconds)
+
+    def record(self, action: str, message: str = "", actor: str = "operator", checks: bool = True) -> None:
+        """A ledger entry for this tick's decision (phase and weight are taken at the end)."""
+        self.records.append((action, actor, message, checks))
+
+    def ledger_entries(self) -> list[LedgerEntry]:
+        entries = []
+        for action, actor, message, with_checks in self.records:
+            hooks = [h for h in self.obs.webhooks if h.type != "rollback" or h.ok]  # no-op rollback polls
+            entries.append(
+                LedgerEntry(
+                    time=self.now,
+                    phase=self.st.phase,
+                    weight=self.st.canary_weight,
+                    action=action[:128],
+                    actor=actor[:128],
+                    message=ledger.message(message),
+                    checks=ledger.checks_of(self.obs.metrics) if with_checks else None,
+                    webhooks=ledger.webhooks_of(hooks) if with_checks else None,
+                )
+            )
+        return entries
 
     # -- status helpers --------------------------------------------------------------------
 
@@ -365,6 +448,210 @@ class _Tick:
             raise _MissingChecks("metrics")
         return None
 
+    # -- commands ----------------------------------------------------------------------------
+
+    def fresh(self, name: str) -> Command | None:
+        """The command annotation `name` if present and not decided yet."""
+        cmd = self.commands.get(name)
+        if cmd is None or (self.st.consumed_commands or {}).get(name) == cmd.id:
+            return None
+        return cmd
+
+    def prune_commands(self) -> None:
+        """Forget the ids of decided commands whose annotation is gone (or has a new value)."""
+        consumed = self.st.consumed_commands or {}
+        keep = {k: v for k, v in consumed.items() if k in self.commands and self.commands[k].id == v}
+        if keep != consumed:
+            self.st.consumed_commands = keep or None
+
+    def _consume(self, cmd: Command, result: str, message: str) -> None:
+        st = self.st
+        st.consumed_commands = {**(st.consumed_commands or {}), cmd.name: cmd.id}
+        st.last_command = LastCommand(
+            id=cmd.id,
+            name=cmd.name,
+            by=cmd.by or None,
+            reason=cmd.reason or None,
+            time=self.now,
+            result=result,
+            message=ledger.message(message),
+        )
+
+    def _said(self, cmd: Command) -> str:
+        text = f"{cmd.name} by {cmd.who}"
+        return f"{text} ({cmd.reason})" if cmd.reason else text
+
+    def applied(self, cmd: Command, message: str) -> None:
+        self._consume(cmd, "Applied", message)
+        self.event("CommandApplied", f"{self._said(cmd)}: {message}")
+        self.record(f"command: {cmd.name} by {cmd.by or 'unknown'}", message, actor=cmd.actor, checks=False)
+
+    def rejected(self, cmd: Command, why: str) -> None:
+        self._consume(cmd, "Rejected", why)
+        self.event("CommandRejected", f"{self._said(cmd)} rejected: {why}", "Warning")
+        self.record(f"rejected: {cmd.name} by {cmd.by or 'unknown'}", why, actor=cmd.actor, checks=False)
+
+    def handle_commands(self, initializing: bool) -> bool:
+        """Decide the command annotations not decided yet; True when one was applied (the
+        tick ends there and the next one sees the new state)."""
+        st = self.st
+        self.prune_commands()
+        if st.paused is not None and "pause" not in self.commands and self.fresh("resume") is None:
+            self.resume(None)  # the pause annotation was removed
+            return True
+        for name in COMMAND_NAMES:
+            cmd = self.fresh(name)
+            if cmd is None:
+                continue
+            phase = _phase(st.phase) or Phase.BLANK
+            if initializing:
+                if name == "pause":
+                    self.cmd_pause(cmd, phase)
+                elif name == "resume":
+                    self.cmd_resume(cmd, phase)
+                elif name == "retry" and phase is Phase.FAILED:
+                    self.applied(cmd, f"initializing {self.target} again")
+                    self.retry_initialization()
+                    return True
+                else:
+                    self.rejected(cmd, f"{self.target} is not initialized yet")
+                continue
+            if name == "promote" and phase in _ANALYSING and st.paused is None:
+                continue  # analysing() promotes once the canary is ready
+            handler = getattr(self, "cmd_" + name.replace("-", "_"))
+            if handler(cmd, phase):
+                if any(self.fresh(other) is not None for other in COMMAND_NAMES if other != name):
+                    self.wake_in(0)  # decide the others against the new state right away
+                return True
+        return False
+
+    def _no_run(self, phase: Phase, verb: str) -> str:
+        if phase in (Phase.PROMOTING, Phase.FINALISING):
+            return f"the promotion has already started ({phase.value}); there is nothing to {verb}"
+        return f"no analysis is running ({phase.value or 'new'}); there is nothing to {verb}"
+
+    def cmd_abort(self, cmd: Command, phase: Phase) -> bool:
+        if phase not in (Phase.WAITING, *_ANALYSING):
+            self.rejected(cmd, self._no_run(phase, "abort"))
+            return False
+        reason = cmd.reason or "no reason given"
+        detail = f"aborted by {cmd.who}: {reason}"
+        if phase is Phase.WAITING:
+            self.sync_revision()
+        self.st.last_failure = LastFailure(time=self.now, check=ABORT_CHECK, value=None, message=detail)
+        self.rollback(detail, detail, f"Rolling back {self.target}: {detail}")
+        self.applied(cmd, f"rolled back: {reason}")
+        return True
+
+    def cmd_retry(self, cmd: Command, phase: Phase) -> bool:
+        st, obs = self.st, self.obs
+        if phase is not Phase.FAILED:
+            self.rejected(cmd, f"retry applies to a Failed canary; {self.target} is {phase.value or 'new'}")
+            return False
+        if st.paused is not None:
+            self.rejected(cmd, "the canary is paused; resume it first")
+            return False
+        if obs.revision == st.last_promoted_spec:
+            self.rejected(cmd, f"{self.target} runs the promoted revision {obs.revision}; there is nothing to retry")
+            return False
+        self.applied(cmd, f"running revision {obs.revision} again")
+        self.confirm_rollout()
+        return True
+
+    def cmd_promote(self, cmd: Command, phase: Phase) -> bool:
+        if self.st.paused is not None:
+            self.rejected(cmd, "the canary is paused; resume it first")
+            return False
+        if phase is Phase.WAITING:
+            # the confirm-rollout gate is bypassed; the annotation stays until the promotion
+            self.start_run(f"promote requested by {cmd.who}: confirm-rollout skipped", actor=cmd.actor)
+            return True
+        self.rejected(cmd, self._no_run(phase, "promote"))
+        return False
+
+    def cmd_set_weight(self, cmd: Command, phase: Phase) -> bool:
+        st = self.st
+        weight, max_weight = cmd.weight, self.analysis.max_weight_value
+        if cmd.error or weight is None:
+            why = cmd.error or "no weight given"
+        elif phase not in _ANALYSING:
+            why = f"the weight can only be set during the analysis; {self.target} is {phase.value or 'new'}"
+        elif self.analysis.strategy != "canary":
+            why = f"{self.analysis.strategy} routes all or nothing; set-weight needs the canary strategy"
+        elif not 0 <= weight <= max_weight:
+            why = f"weight {weight} is outside [0, {max_weight}] (maxWeight)"
+        elif not self.canary_readiness().ready:
+            why = f"the canary is not ready: {self.canary_readiness().message}"
+        elif st.last_step_time is None:
+            why = "the analysis has not made its first step yet"
+        else:
+            why = ""
+        if why:
+            self.rejected(cmd, why)
+            return False
+        old = st.canary_weight
+        self.route(100 - weight, weight)
+        st.last_step_time = self.now  # the analysis continues from here one interval later
+        if phase is Phase.WAITING_PROMOTION and weight < max_weight:
+            self.set_phase(Phase.PROGRESSING)
+        self.event("AdvanceWeight", f"Set {self.target} canary weight {weight}")
+        self.applied(cmd, f"canary weight {old} -> {weight}")
+        self.wake_in(self.interval)
+        return True
+
+    def cmd_pause(self, cmd: Command, phase: Phase) -> bool:
+        st = self.st
+        since = st.paused.since if st.paused is not None else self.now
+        st.paused = PauseState(since=since, by=cmd.by or None, reason=cmd.reason or None)
+        self.applied(cmd, f"holding at weight {st.canary_weight} ({phase.value or 'new'}) until resumed")
+        self.wake_in(self.interval)
+        return True
+
+    def cmd_resume(self, cmd: Command, phase: Phase) -> bool:
+        if self.st.paused is None:
+            self.rejected(cmd, "the canary is not paused")
+            return False
+        self.resume(cmd)
+        return True
+
+    def resume(self, cmd: Command | None) -> None:
+        st = self.st
+        assert st.paused is not None
+        held = self.now - st.paused.since
+        if held.total_seconds() > 0:
+            # the paused time does not count toward the progress deadline or the interval
+            if st.waiting_since is not None:
+                st.waiting_since = st.waiting_since + held
+            if st.last_step_time is not None:
+                st.last_step_time = st.last_step_time + held
+        st.paused = None
+        text = f"resumed after {held.total_seconds():.0f}s at weight {st.canary_weight}"
+        if cmd is not None:
+            self.applied(cmd, text)
+        else:
+            self.event("CommandApplied", f"resume: the canary.dev/pause annotation was removed; {text}")
+            self.record("command: resume", f"pause annotation removed; {text}", actor="user", checks=False)
+        self.wake_in(0)
+
+    def hold(self, phase: Phase) -> bool:
+        """While paused only a rollback webhook acts; True when the tick is held."""
+        if self.st.paused is None:
+            return False
+        if phase in (Phase.WAITING, *_ANALYSING):
+            hook = self.rollback_requested()
+            if hook is not None:
+                if phase is Phase.WAITING:
+                    self.sync_revision()
+                self.rollback_manual(hook)
+                return True
+        self.wake_in(self.interval)
+        return True
+
+    def reject_pending_promote(self, why: str) -> None:
+        cmd = self.fresh("promote")
+        if cmd is not None:
+            self.rejected(cmd, why)
+
     # -- the tick --------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -395,6 +682,8 @@ class _Tick:
         never_initialized = phase in _STEADY and not st.last_promoted_spec
         if phase in (Phase.BLANK, Phase.INITIALIZING) or never_initialized:
             self.clear_stall()
+            if self.handle_commands(initializing=True):
+                return
             # A failed initialization is retried when the target changes; a steady status
             # without lastPromotedSpec (lost or foreign status) is initialized again.
             if phase is Phase.FAILED:
@@ -424,6 +713,10 @@ class _Tick:
                 )
             return
         self.clear_stall()
+        if self.handle_commands(initializing=False):
+            return
+        if self.hold(phase):
+            return
 
         if phase in _STEADY:
             self.steady()
@@ -454,6 +747,7 @@ class _Tick:
         st.last_promoted_spec = obs.revision
         self.reset_run()
         self.set_phase(Phase.INITIALIZED)
+        self.record("initialize", f"primary {self.primary} ready; revision {obs.revision} promoted", checks=False)
         self.event("Initialized", f"Initialization done! {self.target}")
         self.alert("info", f"New {self.kind} detected, initialization completed.")
         self.wake_in(self.interval)
@@ -466,6 +760,7 @@ class _Tick:
         self.actions.append(Promote(revision=self.obs.revision))
         self.sync_revision()
         self.st.waiting_since = self.now
+        self.record("initialize", f"initializing again with revision {self.obs.revision}", checks=False)
         self.event("Initializing", f"New revision detected! Initializing {self.target} again")
         self.wake_in(min(self.interval, self.spec.progress_deadline))
 
@@ -480,6 +775,7 @@ class _Tick:
             Phase.FAILED,
             f"Initialization failed, primary not ready: {detail}. Traffic stays on {self.target}.",
         )
+        self.record("fail", f"initialization failed, primary not ready: {detail}", checks=False)
         self.event("InitializationFailed", f"Initialization of {self.target} failed, primary not ready: {detail}", "Warning")
         self.alert("error", f"Initialization of {self.target} failed, primary not ready: {detail}")
 
@@ -538,11 +834,13 @@ class _Tick:
                 if not muted:
                     self.alert("warn", "Canary is waiting for approval.")
             self.event("WaitingApproval", f"Halt {self.target} advancement waiting for approval {failed.name}")
+            self.record("wait-gate", _webhook_detail(failed), actor=f"webhook:{failed.name}")
             self.take_step()
             return
         self.start_run()
 
-    def start_run(self) -> None:
+    def start_run(self, message: str = "", actor: str = "operator") -> None:
+        self.record("start", message or f"new revision {self.obs.revision}", actor=actor)
         self.event("NewRevision", f"New revision detected! Scaling up {self.target}")
         self.alert("info", "New revision detected, progressing canary analysis.")
         clean = self.routes is not None and (self.routes.canary, self.routes.mirrored) == (0, False)
@@ -578,6 +876,8 @@ class _Tick:
         self.sync_revision()
         self.reset_run()
         self.set_phase(Phase.SUCCEEDED)
+        self.reject_pending_promote("the target went back to the promoted revision")
+        self.record("cancel", f"{self.target} is back at the promoted revision {self.obs.revision}", checks=False)
         self.event(
             "RevisionReverted",
             f"{self.target} is back at the promoted revision; analysis cancelled",
@@ -606,6 +906,11 @@ class _Tick:
             self.wait_for("Canary", self.target, readiness, self.rollback_deadline)
             return
         st.waiting_since = None
+        cmd = self.fresh("promote")
+        if cmd is not None:
+            self.applied(cmd, "remaining analysis skipped; promoting")
+            self.promote(record=False)
+            return
         if self.spec.analysis_skipped:
             self.skip_analysis()
             return
@@ -615,6 +920,8 @@ class _Tick:
         self.analysis_step(phase)
 
     def restart(self) -> None:
+        self.reject_pending_promote(f"a new revision {self.obs.revision} was detected; promote again for it")
+        self.record("restart", f"new revision {self.obs.revision} during the analysis", checks=False)
         self.event("RestartAnalysis", f"New revision detected! Restarting analysis for {self.target}")
         self.route(100, 0)
         self.sync_revision()
@@ -657,6 +964,8 @@ class _Tick:
         self.event("Halt", f"Halt {self.target} advancement: {detail}", "Warning")
         if st.failed_checks >= self.threshold:
             self.rollback_threshold()
+        else:
+            self.record("halt", f"{detail} (failed checks {st.failed_checks}/{self.threshold})")
 
     def advance_canary(self, phase: Phase) -> None:
         weight = self.st.canary_weight
@@ -673,16 +982,21 @@ class _Tick:
                     "WaitingApproval",
                     f"Halt {self.target} advancement waiting for traffic increase approval {failed.name}",
                 )
+                self.record(
+                    "wait-gate", _webhook_detail(failed), actor=f"webhook:{failed.name}"
+                )
                 if not muted:
                     self.alert("warn", "Canary traffic increase is waiting for approval.")
                 return
         if self.analysis.mirror and weight == 0 and not mirrored:
             self.route(100, 0, mirror=True)
             self.event("AdvanceWeight", f"Advance {self.target} canary weight 0 (mirroring traffic)")
+            self.record("advance 0", "mirroring traffic to the canary")
             return
         new = next_weight(self.analysis, weight)
         self.route(100 - new, new)
         self.event("AdvanceWeight", f"Advance {self.target} canary weight {new}")
+        self.record(f"advance {new}", f"canary weight {weight} -> {new}")
 
     def advance_ab(self) -> None:
         st = self.st
@@ -692,6 +1006,7 @@ class _Tick:
                 self.route(0, 100)
             st.iterations += 1
             self.event("AdvanceIteration", f"Advance {self.target} canary iteration {st.iterations}/{total}")
+            self.record(f"advance iteration {st.iterations}/{total}")
             return
         if self.confirm_promotion():
             self.promote()
@@ -704,6 +1019,7 @@ class _Tick:
                 self.route(100, 0, mirror=True)
             st.iterations += 1
             self.event("AdvanceIteration", f"Advance {self.target} canary iteration {st.iterations}/{total}")
+            self.record(f"advance iteration {st.iterations}/{total}")
             return
         if st.iterations == total:
             if not self.confirm_promotion():
@@ -711,6 +1027,7 @@ class _Tick:
             self.route(0, 100)
             st.iterations += 1
             self.event("RouteToCanary", f"Routing all traffic to canary {self.target}")
+            self.record("advance 100", "all traffic routed to the canary before the promotion")
             return
         self.promote()
 
@@ -726,11 +1043,14 @@ class _Tick:
             "WaitingApproval",
             f"Halt {self.target} advancement waiting for promotion approval {failed.name}",
         )
+        self.record("wait-gate", _webhook_detail(failed), actor=f"webhook:{failed.name}")
         return False
 
     # -- promotion -------------------------------------------------------------------------
 
-    def promote(self) -> None:
+    def promote(self, record: bool = True) -> None:
+        if record:
+            self.record("promote", "analysis completed; copying the canary template to the primary")
         self.actions.append(Promote(revision=self.st.last_applied_spec or self.obs.revision))
         self.event("Promote", f"Copying {self.target} template spec to {self.primary}")
         self.st.waiting_since = self.now  # the primary rolls out the promoted revision
@@ -745,6 +1065,7 @@ class _Tick:
         st.iterations = 0
         st.waiting_since = None
         self.set_phase(Phase.SUCCEEDED)
+        self.record("promote", "analysis skipped (skipAnalysis); promotion finished", checks=False)
         self.event("PromotionCompleted", f"Analysis skipped, promotion of {self.target} finished! Scaling down {self.target}")
         self.alert("info", "Canary analysis was skipped, promotion finished.")
         self.post_rollout(Phase.SUCCEEDED)
@@ -766,9 +1087,11 @@ class _Tick:
             new = max(0, weight - step)
             self.route(100 - new, new)
             self.event("AdvancePrimaryWeight", f"Advance {self.target} primary weight {100 - new}")
+            self.record(f"promote-step {new}", f"primary weight {100 - new}", checks=False)
         else:
             self.route(100, 0)
             self.event("RouteToPrimary", f"Routing all traffic to primary {self.primary}")
+            self.record("promote-step 0", "all traffic routed to the primary", checks=False)
         if st.canary_weight == 0:
             self.set_phase(Phase.FINALISING)
             self.wake_in(0)
@@ -785,11 +1108,31 @@ class _Tick:
         st.last_promoted_spec = st.last_applied_spec
         st.iterations = 0
         st.waiting_since = None
-        self.set_phase(Phase.SUCCEEDED)
+        self.set_phase(Phase.SUCCEEDED, self.success_message())
+        self.record("complete", f"promotion of revision {st.last_promoted_spec} finished", checks=False)
         self.event("PromotionCompleted", f"Promotion completed! Scaling down {self.target}")
         self.alert("info", "Canary analysis completed successfully, promotion finished.")
         self.post_rollout(Phase.SUCCEEDED)
         self.wake_in(self.interval)
+
+    def success_message(self) -> str:
+        """The Promoted condition: who or which checks decided the promotion of this run."""
+        base = "Canary analysis completed successfully, promotion finished."
+        for entry in reversed(self.st.ledger or []):
+            if entry.action in ("start", "restart"):
+                break
+            if entry.action.startswith("command: promote"):
+                who = entry.actor.split(":", 1)[1] if ":" in entry.actor else "an unnamed user"
+                reason = self.st.last_command.reason if self.st.last_command and self.st.last_command.reason else ""
+                because = f" ({reason})" if reason else ""
+                return f"Canary promoted by {who}{because} before the analysis completed, promotion finished."
+            if entry.action == "promote":
+                checks = [c for c in entry.checks or [] if c.value is not None]
+                if not checks:
+                    return base
+                values = ", ".join(f"{c.name} {_num(c.value)}" for c in checks)
+                return f"{base[:-1]}; last checks: {values}."
+        return base
 
     def fail_promotion(self, detail: str) -> None:
         """Flagger 1.44 (handleFailedPromotion): keep serving from the canary, 0/100."""
@@ -801,6 +1144,7 @@ class _Tick:
             Phase.FAILED,
             f"Promotion failed, primary not ready: {detail}. Traffic stays on the canary {self.target}.",
         )
+        self.record("fail", f"promotion failed, primary not ready: {detail}", checks=False)
         self.event("PromotionFailed", f"Promotion of {self.target} failed, primary not ready: {detail}", "Warning")
         self.alert("error", f"Promotion failed, primary not ready: {detail}")
         self.post_rollout(Phase.FAILED)
@@ -833,6 +1177,7 @@ class _Tick:
             )
         detail = st.last_failure.message
         count = f"{st.failed_checks}/{self.threshold}"
+        self.record("rollback", f"failed checks threshold reached ({count}): {detail}")
         self.rollback(
             f"failed checks threshold reached {st.failed_checks}: {detail}",
             f"failed checks threshold reached ({count}), last failure: {detail}",
@@ -842,6 +1187,7 @@ class _Tick:
     def rollback_manual(self, hook: WebhookResult) -> None:
         detail = f"rollback webhook {hook.name} invoked"
         self.st.last_failure = LastFailure(time=self.now, check=hook.name, value=None, message=detail)
+        self.record("rollback", detail, actor=f"webhook:{hook.name}")
         self.rollback(
             f"manual webhook {hook.name} invoked",
             detail,
@@ -852,6 +1198,7 @@ class _Tick:
         self.st.last_failure = LastFailure(
             time=self.now, check=PROGRESS_DEADLINE_CHECK, value=None, message=detail
         )
+        self.record("rollback", f"progress deadline exceeded: {detail}", checks=False)
         self.rollback(
             f"progress deadline exceeded: {detail}",
             f"progress deadline exceeded: {detail}",
@@ -877,6 +1224,20 @@ def step(canary: Canary, status: CanaryStatus | None, obs: Observation) -> Decis
     except _MissingChecks:
         # The operator did not run a check plan() asked for: decide nothing this tick.
         unchanged = status.model_copy(deep=True) if status is not None else CanaryStatus()
-        return Decision(status=unchanged, actions=[], wake_after=RETRY_AFTER_MISSING_CHECKS)
+        return Decision(status=unchanged, actions=[], wake_after=RETRY_AFTER_MISSING_CHECKS,
+                        clear=_to_clear(unchanged, obs))
     wake = tick.wake if tick.wake is not None else tick.interval
-    return Decision(status=tick.st, actions=tick.actions, wake_after=wake)
+    entries = tick.ledger_entries()
+    if entries:
+        ledger.append(tick.st, entries)
+    return Decision(status=tick.st, actions=tick.actions, wake_after=wake, clear=_to_clear(tick.st, obs))
+
+
+def _to_clear(status: CanaryStatus, obs: Observation) -> tuple[str, ...]:
+    """Annotations of decided commands; pause stays while it holds the canary."""
+    consumed = status.consumed_commands or {}
+    return tuple(
+        cmd.annotation
+        for cmd in obs.commands
+        if consumed.get(cmd.name) == cmd.id and not (cmd.name == "pause" and status.paused is not None)
+    )

@@ -556,6 +556,97 @@ class LastFailure(ApiModel):
     message: str
 
 
+LEDGER_LIMIT = 50
+"""status.ledger keeps the last LEDGER_LIMIT entries; older ones are counted in ledgerSummary."""
+LEDGER_CHECKS_MAX = 20
+QUERY_MAX = 1000
+MESSAGE_MAX = 512
+
+ShortText = Annotated[str, Field(max_length=256)]
+Message = Annotated[str, Field(max_length=MESSAGE_MAX)]
+
+
+class LedgerCheck(ApiModel):
+    """One metric check of a ledger entry, as executed."""
+
+    name: str
+    query: Annotated[str, Field(max_length=QUERY_MAX)] | None = None
+    """The query as executed (whitespace collapsed). Left out when it is the same as the last
+    query recorded for this check in an earlier entry of the ledger."""
+    value: float | None = None
+    min: float | None = None
+    max: float | None = None
+    ok: bool
+    message: ShortText | None = None
+
+
+class LedgerWebhook(ApiModel):
+    """One webhook call of a ledger entry."""
+
+    name: str
+    type: str | None = None
+    ok: bool
+    status_code: int | None = None
+    message: ShortText | None = None
+
+
+class LedgerEntry(ApiModel):
+    """One decision of the operator (or of a user through a command)."""
+
+    time: Timestamp
+    phase: Phase
+    """The phase after the decision."""
+    weight: Weight
+    """The canary weight routed after the decision."""
+    action: Annotated[str, Field(max_length=128)]
+    """What was decided: start, advance 20, halt, wait-gate, promote, complete, rollback,
+    command: abort by alice, rejected: promote by bob, ..."""
+    actor: Annotated[str, Field(max_length=128)]
+    """operator, webhook:<name> or user:<name>."""
+    message: Message | None = None
+    checks: Annotated[list[LedgerCheck], Field(max_length=LEDGER_CHECKS_MAX)] | None = None
+    webhooks: Annotated[list[LedgerWebhook], Field(max_length=LEDGER_CHECKS_MAX)] | None = None
+    count: Annotated[int, Field(ge=1)] | None = None
+    """Identical consecutive decisions (e.g. waiting at a gate) merged into this entry."""
+    last_time: Timestamp | None = None
+    """Time of the last merged decision."""
+
+
+class LedgerSummary(ApiModel):
+    """What was dropped from the front of status.ledger."""
+
+    entries: NonNegative
+    first_time: Timestamp
+    """Time of the first entry ever recorded."""
+    last_time: Timestamp
+    """Time of the newest dropped entry."""
+    advances: NonNegative
+    halts: NonNegative
+    rollbacks: NonNegative
+    promotions: NonNegative
+    commands: NonNegative
+
+
+class PauseState(ApiModel):
+    """Set while the canary.dev/pause annotation holds the canary."""
+
+    since: Timestamp
+    by: ShortText | None = None
+    reason: ShortText | None = None
+
+
+class LastCommand(ApiModel):
+    """The last command annotation the operator decided."""
+
+    id: str
+    name: str
+    by: ShortText | None = None
+    reason: ShortText | None = None
+    time: Timestamp
+    result: Literal["Applied", "Rejected"]
+    message: Message | None = None
+
+
 class CanaryStatus(ApiModel):
     """Observed state of a canary release."""
 
@@ -584,6 +675,17 @@ class CanaryStatus(ApiModel):
     """Our addition: when the current readiness wait began."""
     observed_generation: int | None = None
     """Our addition: metadata.generation of the spec this status reflects."""
+    ledger: Annotated[list[LedgerEntry], Field(max_length=LEDGER_LIMIT)] | None = None
+    """Our addition: the last decisions, oldest first (see `canary explain`)."""
+    ledger_summary: LedgerSummary | None = None
+    """Our addition: counts of the entries dropped from the ledger."""
+    paused: PauseState | None = None
+    """Our addition: the canary is held by the canary.dev/pause annotation."""
+    last_command: LastCommand | None = None
+    """Our addition: the last command annotation decided."""
+    consumed_commands: dict[str, str] | None = None
+    """Our addition: command name -> id of the annotation value already decided. Kept until the
+    annotation is gone, so that a value seen again is never acted on twice."""
 
     def to_patch(self) -> dict[str, Any]:
         """The status as a JSON merge patch body.

@@ -5,6 +5,20 @@ from watch caches (never a GET per tick), runs exactly the checks the engine ask
 applies the actions in order and patches the status only when it changed. A failing
 action stops the tick without writing the status, so the next tick starts again from
 what is really in the cluster.
+
+Command annotations (canary.dev/promote, abort, ...) are read into the Observation; the
+engine decides them. The order that makes them act once:
+
+1. the engine decides (and records the annotation value's id in status.consumedCommands),
+2. the actions are applied,
+3. the status is written (with that id),
+4. the decided annotations are removed with one merge patch that carries the
+   resourceVersion of the object just written (a conflict means the Canary changed, maybe
+   a new command: the annotation is left for the next tick).
+
+A crash before 3 repeats 1-2 on the next tick from what is really in the cluster (the
+actions are idempotent: set routes, scale, copy the template). A crash between 3 and 4
+leaves an annotation whose id is already recorded: the next tick only removes it.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 from pydantic import ValidationError
 
 from canary import engine
+from canary.commands import parse_annotations
 from canary.adapters import prometheus, webhooks
 from canary.adapters.events import EventRecorder
 from canary.adapters.kube import ApiError, Kube
@@ -90,7 +105,7 @@ def status_of(obj: Mapping[str, Any]) -> CanaryStatus:
 async def write_status(kube: Kube, canary_obj: Mapping[str, Any], old: CanaryStatus,
                        new: CanaryStatus) -> dict | None:
     """Patch the status subresource if, and only if, it changed; return the object as written."""
-    if new.dump() == old.dump():
+    if new == old or new.dump() == old.dump():  # (==: cheap when the ledger entries are shared)
         return None
     meta = canary_obj["metadata"]
     return await kube.patch(
@@ -153,7 +168,9 @@ async def observe(deps: Deps, canary: Canary, caches: Caches, router: Router, no
     if target_obj is not None:
         rev = make_revision(template_hash((target_obj.get("spec") or {}).get("template") or {}))
     routes: Routes | None = await router.get_routes(canary)
-    return Observation(now=now, target=target, primary=primary, revision=rev, routes=routes)
+    commands = parse_annotations(canary.metadata.get("annotations"))
+    return Observation(now=now, target=target, primary=primary, revision=rev, routes=routes,
+                       commands=commands)
 
 
 async def run_checks(deps: Deps, canary: Canary, status: CanaryStatus, obs: Observation, caches: Caches) -> Observation:
@@ -258,4 +275,24 @@ async def reconcile(deps: Deps, obj: Mapping[str, Any], caches: Caches) -> TickR
         return TickResult(RETRY_AFTER_ERROR)
     if deps.on_decision is not None:
         deps.on_decision(canary, new)
+    if decision.clear:
+        cleared = await clear_commands(deps.kube, written or obj, decision.clear)
+        written = cleared or written
     return TickResult(decision.wake_after, written)
+
+
+async def clear_commands(kube: Kube, obj: Mapping[str, Any], keys: tuple[str, ...]) -> dict | None:
+    """Remove decided command annotations; None if nothing was removed (absent or conflict)."""
+    meta = obj.get("metadata") or {}
+    present = [k for k in keys if k in (meta.get("annotations") or {})]
+    if not present:
+        return None
+    body: dict[str, Any] = {"metadata": {"annotations": {k: None for k in present}}}
+    if meta.get("resourceVersion"):
+        body["metadata"]["resourceVersion"] = meta["resourceVersion"]
+    try:
+        return await kube.patch("canary.dev/v1beta1", "canaries", meta.get("namespace"), meta.get("name"), body)
+    except ApiError as e:
+        # 409: the Canary changed since we read it; the next tick sees the new version
+        log.info("command annotations of %s/%s not cleared yet: %s", meta.get("namespace"), meta.get("name"), e)
+        return None

@@ -112,6 +112,40 @@ class CheckPlan:
     metrics: bool = False  # run spec.analysis.metrics
 
 
+COMMAND_PREFIX = "canary.dev/"
+COMMAND_NAMES = ("abort", "retry", "resume", "pause", "set-weight", "promote")
+"""Commands read from annotations ``canary.dev/<name>``, in the order the engine decides them."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command annotation on the Canary (see canary.commands and docs/cli.md).
+
+    ``id`` identifies the annotation's value: once the engine has decided a command it
+    records the id in ``status.consumedCommands``, so the same value is never acted on twice.
+    """
+
+    name: str  # one of COMMAND_NAMES
+    id: str
+    by: str = ""  # who asked ("" when the value does not say)
+    reason: str = ""
+    at: str = ""  # when the client set it (as written by the client, informational)
+    weight: int | None = None  # set-weight only
+    error: str = ""  # the value could not be understood (the command is rejected)
+
+    @property
+    def annotation(self) -> str:
+        return COMMAND_PREFIX + self.name
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.by}" if self.by else "user"
+
+    @property
+    def who(self) -> str:
+        return self.by or "an unnamed user"
+
+
 @dataclass(frozen=True)
 class Observation:
     """Everything the engine may look at for one tick. `now` is the only clock."""
@@ -125,6 +159,7 @@ class Observation:
     metrics: tuple[MetricResult, ...] | None = None  # None: not run this tick
     webhooks: tuple[WebhookResult, ...] = ()
     error: str | None = None  # an input problem found while observing (reported, never acted on)
+    commands: tuple[Command, ...] = ()  # command annotations present on the Canary
 
 
 # ---- actions: what the operator must do, in order ------------------------------------

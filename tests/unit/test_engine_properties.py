@@ -105,6 +105,10 @@ def checked_tick(world: World, advance: float, state: dict[str, Any]) -> None:
     check_plan = engine.plan(canary, before, obs)
     assert check_plan == engine.plan(canary, before, obs)
     obs = world.run_checks(obs, check_plan)
+    if "decided" in state:
+        # a value may be decided again only after its annotation was seen gone
+        present = {c.name: c.id for c in obs.commands}
+        state["decided"] = {k for k in state["decided"] if present.get(k[0]) == k[1]}
 
     # the plan covers everything step() needs
     tick = engine._Tick(canary, before, obs, planning=False)
@@ -120,6 +124,14 @@ def checked_tick(world: World, advance: float, state: dict[str, Any]) -> None:
     analysis = canary.spec.analysis
     strategy = analysis.strategy
     phase = after.phase
+    # a tick that decided a command (or resumed) may move the weight and the step time by hand
+    commanded = after.last_command != before.last_command or (before.paused is None) != (after.paused is None)
+    annotations = getattr(world, "annotations", None)
+    if annotations is not None:
+        check_commands(world, before, after, decision, state)
+        if world.clearing:
+            for key in decision.clear:
+                annotations.pop(key, None)
 
     # canaryWeight is the routed weight
     if world.routes is not None:
@@ -143,7 +155,7 @@ def checked_tick(world: World, advance: float, state: dict[str, Any]) -> None:
         if not primary_failed and not state["fix_forward"]:
             assert weight <= analysis.max_weight_value, (phase, weight)
         if phase == Phase.PROGRESSING and before.phase == Phase.PROGRESSING and world.routes:
-            if not state["fix_forward"] and before.last_applied_spec == after.last_applied_spec:
+            if not state["fix_forward"] and before.last_applied_spec == after.last_applied_spec and not commanded:
                 assert weight >= before.canary_weight  # weights only go up during the analysis
     elif phase not in (Phase.PROMOTING, Phase.FINALISING):  # stepWeightPromotion may step back
         assert weight in (0, 100)
@@ -170,7 +182,7 @@ def checked_tick(world: World, advance: float, state: dict[str, Any]) -> None:
         assert obs.revision != before.last_promoted_spec
 
     # analysis steps at most once per interval
-    if before.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION) and phase == before.phase:
+    if before.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION) and phase == before.phase and not commanded:
         if before.last_step_time and after.last_step_time and after.last_step_time != before.last_step_time:
             gap = (after.last_step_time - before.last_step_time).total_seconds()
             assert gap >= analysis.interval_seconds - 1e-6
@@ -184,6 +196,33 @@ def checked_tick(world: World, advance: float, state: dict[str, Any]) -> None:
     # the last transition time moves only with the phase
     if phase == before.phase:
         assert after.last_transition_time == before.last_transition_time
+
+    # the ledger is bounded and only grows on ticks that decided something
+    assert len(after.ledger or []) <= 50
+    if after.ledger != before.ledger:
+        assert after != before
+
+
+def check_commands(world: World, before, after, decision, state: dict[str, Any]) -> None:
+    """Invariants of command annotations."""
+    last = after.last_command
+    if last is not None and last != before.last_command:
+        # a command value is decided once, however often it is seen
+        key = (last.name, last.id)
+        assert key not in state["decided"], f"{key} decided twice"
+        state["decided"].add(key)
+        assert (after.consumed_commands or {}).get(last.name) == last.id
+    # a pause holds: nothing but a command or a rollback webhook touches traffic
+    if before.paused is not None and after.paused is not None and last == before.last_command:
+        if after.phase != Phase.FAILED:
+            assert not any(isinstance(a, (SetRoutes, ScaleTarget, Promote)) for a in decision.actions)
+            assert after.canary_weight == before.canary_weight
+            assert after.phase == before.phase
+    # decided annotations are cleared, except a pause that still holds
+    for key in decision.clear:
+        name = key.split("/", 1)[1]
+        assert name != "pause" or after.paused is None
+        assert name in (after.consumed_commands or {})
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -208,6 +247,70 @@ def test_invariants_hold_for_random_histories(analysis, deadline, initialized, s
             checked_tick(world, world.decisions[-1].wake_after, state)
 
 
+COMMAND_NAMES = ["promote", "abort", "retry", "pause", "resume", "set-weight"]
+command_ops = st.one_of(
+    ops,
+    st.tuples(st.just("release"), st.sampled_from(REVISIONS)),
+    st.tuples(st.just("time"), st.sampled_from([0, 1, 5, 20, 60])),
+    st.tuples(st.just("command"), st.tuples(st.sampled_from(COMMAND_NAMES), st.integers(-5, 105))),
+    st.tuples(st.just("command"), st.tuples(st.sampled_from(COMMAND_NAMES), st.integers(-5, 105))),
+    st.tuples(st.just("command"), st.tuples(st.sampled_from(COMMAND_NAMES), st.integers(0, 50))),
+    st.tuples(st.just("command"), st.tuples(st.just("set-weight"), st.integers(0, 100))),
+    st.tuples(st.just("unpause"), st.just(None)),
+    st.tuples(st.just("clearing"), st.booleans()),
+    st.tuples(st.just("plain"), st.sampled_from(["abort", "promote", "set-weight"])),
+)
+
+
+def apply_command_op(world, op: tuple[str, Any], analysis: dict[str, Any], extra: dict[str, Any],
+                     counter: list[int]) -> float:
+    from canary import commands
+
+    kind, value = op
+    if kind == "command":
+        name, weight = value
+        counter[0] += 1  # every value the "CLI" writes is unique (its `at`)
+        world.annotations[commands.annotation(name)] = commands.encode(
+            "alice", reason="r", at=str(counter[0]), weight=weight if name == "set-weight" else None)
+        return 0.0
+    if kind == "plain":  # a kubectl user writing the same plain value again and again
+        world.annotations[commands.annotation(value)] = "20" if value == "set-weight" else "yes"
+        return 0.0
+    if kind == "unpause":
+        world.annotations.pop("canary.dev/pause", None)
+        return 0.0
+    if kind == "clearing":
+        world.clearing = value
+        return 0.0
+    return apply_op(world, op, analysis, extra)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    analysis=analyses(),
+    deadline=st.sampled_from([30, 120, 600]),
+    script=st.lists(st.tuples(command_ops, st.integers(0, 3)), max_size=40),
+)
+def test_commands_never_break_the_invariants(analysis, deadline, script):
+    """Random commands (also repeated, stuck or removed annotations) among random histories:
+    weights stay within [0, maxWeight], a rollback ends at 100/0, no value acts twice, a pause
+    holds."""
+    from tests.unit.test_commands import CommandWorld
+
+    extra = {"progressDeadlineSeconds": deadline}
+    world = CommandWorld(make_canary(analysis, **extra), revision="r1")
+    world.initialize()
+    world.release("r2")  # most histories start with a run in progress
+    state = {"fix_forward": False, "decided": set()}
+    counter = [0]
+    checked_tick(world, 0, state)
+    for op, ticks in script:
+        advance = apply_command_op(world, op, analysis, extra, counter)
+        checked_tick(world, advance, state)
+        for _ in range(ticks):
+            checked_tick(world, world.decisions[-1].wake_after, state)
+
+
 @settings(max_examples=150, deadline=None)
 @given(analysis=analyses())
 def test_a_healthy_release_always_succeeds(analysis):
@@ -225,3 +328,48 @@ def test_a_healthy_release_always_succeeds(analysis):
         assert (world.routes.primary, world.routes.canary) == (100, 0)
         assert not world.target_up
     assert world.promoted == ["r2", "r3"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    analysis=analyses(),
+    first=st.integers(1, 4),
+    weights=st.lists(st.integers(-10, 120), min_size=1, max_size=4),
+    abort=st.booleans(),
+)
+def test_manual_weights_stay_within_bounds(analysis, first, weights, abort):
+    """set-weight during a run: the routed weight is always within [0, maxWeight] (or the
+    command is rejected), and an abort afterwards always ends at 100/0."""
+    from canary import commands
+    from tests.unit.test_commands import CommandWorld
+
+    analysis["webhooks"] = []
+    world = CommandWorld(make_canary(analysis), revision="r1")
+    world.initialize()
+    world.release("r2")
+    world.run(lambda w: w.status.last_step_time is not None or w.status.phase not in RUN_PHASES)
+    for _ in range(first - 1):
+        if world.status.phase != Phase.PROGRESSING:
+            break
+        world.tick(world.decisions[-1].wake_after)
+    max_weight = make_canary(analysis).spec.analysis.max_weight_value
+    for i, weight in enumerate(weights):
+        before = world.status
+        world.annotations["canary.dev/set-weight"] = commands.encode("a", at=str(i), weight=weight)
+        world.tick(0)
+        last = world.status.last_command
+        assert last is not None and last.name == "set-weight"
+        if last.result == "Applied":
+            assert before.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION)
+            assert 0 <= weight <= max_weight and world.routes.canary == weight
+        else:
+            assert world.routes.canary == before.canary_weight
+        assert 0 <= world.routes.canary <= max(max_weight, before.canary_weight)
+    if abort:
+        phase = world.status.phase
+        world.annotations["canary.dev/abort"] = commands.encode("a", reason="stop")
+        world.tick(0)
+        if phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION):
+            assert world.status.phase == Phase.FAILED
+            assert (world.routes.primary, world.routes.canary, world.routes.mirrored) == (100, 0, False)
+            assert not world.target_up
