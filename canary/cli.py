@@ -727,6 +727,12 @@ def cmd_operator(args, ctx: Ctx | None = None) -> int:
             label_selector=args.label_selector,
             metrics_port=args.metrics_port,
             max_concurrent=args.max_concurrent,
+            leader_election=args.leader_election,
+            leader_election_namespace=args.leader_election_namespace,
+            leader_election_id=args.leader_election_id,
+            shutdown_timeout=args.shutdown_timeout,
+            liveness=args.liveness,
+            alert_webhook=args.alert_webhook,
         )
     )
     return 0
@@ -795,6 +801,17 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--max-concurrent", type=int, default=50, help="ticks running at once")
     op.add_argument("--log-level", default="info")
     op.add_argument("--log-format", default="text", choices=["text", "json"])
+    op.add_argument("--leader-election", action="store_true",
+                    help="run several replicas: only the holder of a Lease acts")
+    op.add_argument("--leader-election-namespace", default=None,
+                    help="namespace of the Lease (default: the pod's namespace)")
+    op.add_argument("--leader-election-id", default="canary-operator-leader",
+                    help="name of the Lease (one per shard)")
+    op.add_argument("--shutdown-timeout", type=float, default=20.0,
+                    help="on SIGTERM, seconds the running ticks get to finish")
+    op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    op.add_argument("--alert-webhook", default=None,
+                    help="generic JSON webhook for alerts of Canaries without analysis.alerts")
     op.set_defaults(func=cmd_operator)
 
     v = sub.add_parser("validate", help="check Canary manifests offline")

@@ -16,6 +16,8 @@ import kopf
 from canary.adapters.events import EventRecorder
 from canary.adapters.kube import Kube, load_configuration
 from canary.adapters.notifiers import Notifier
+from canary.adapters.autoscaler import Autoscalers
+from canary.adapters.configs import ConfigCopier, slim_config, uses_config
 from canary.adapters.workload import Workloads
 from canary.leader import DEFAULT_NAME as LEADER_LEASE
 from canary.leader import LeaderElector, default_identity, default_namespace
@@ -72,6 +74,8 @@ class Caches:
     deployments: WatchCache = field(default_factory=WatchCache)
     templates: WatchCache = field(default_factory=WatchCache)
     alert_providers: WatchCache = field(default_factory=WatchCache)
+    configmaps: WatchCache = field(default_factory=WatchCache)  # slimmed: what tracking needs
+    secrets: WatchCache = field(default_factory=WatchCache)  # slimmed; untracked types not kept
     routes: dict[str, WatchCache] = field(default_factory=dict)  # plural -> cache
 
     def route_object(self, plural: str, namespace: str, name: str) -> dict | None:
@@ -86,6 +90,10 @@ class Caches:
 
     def alert_provider(self, namespace: str, name: str) -> dict | None:
         return self.alert_providers.get(namespace, name)
+
+    def config(self, kind: str, namespace: str, name: str) -> dict | None:
+        """kind: "configmap" | "secret"."""
+        return (self.configmaps if kind == "configmap" else self.secrets).get(namespace, name)
 
 
 class Operator:
@@ -158,9 +166,10 @@ class Operator:
                 mesh_provider=self.opts.mesh_provider,
                 on_decision=self._decided,
                 on_alert=self.notifier.on_alert,
+                configs=ConfigCopier(self.kube),
+                autoscalers=Autoscalers(self.kube),
+                observe_metrics=self.metrics.observe_metric_run,
             )
-            if hasattr(self.deps, "observe_metrics"):  # reconciler hook: check values and query latency
-                self.deps.observe_metrics = self.metrics.observe_metric_run
             self.metrics.bind_kube(self.kube)
             if self.opts.metrics_port:
                 self.metrics.serve(self.opts.metrics_port)
@@ -201,6 +210,21 @@ class Operator:
             async def on_route(event, _plural=plural, **_):
                 self.caches.routes[_plural].update(event)
 
+        # config tracking: a change of a ConfigMap's or Secret's data alone starts an analysis.
+        # Watching Secrets is deliberate (see docs/install.md): only tracked types are kept.
+        @kopf.on.event("", "v1", "configmaps", registry=reg)
+        async def on_configmap(event, **_):
+            self._on_config("configmap", self.caches.configmaps, event)
+
+        @kopf.on.event("", "v1", "secrets", registry=reg)
+        async def on_secret(event, **_):
+            self._on_config("secret", self.caches.secrets, event)
+
+        @kopf.on.delete(GROUP, VERSION, "canaries", labels=selector or None, registry=reg,
+                        when=lambda spec, **_: bool(spec.get("revertOnDeletion")))
+        async def on_delete(body, retry, **_):
+            await self._revert(body, retry)
+
         @kopf.on.event(GROUP, VERSION, "metrictemplates", registry=reg)
         async def on_template(event, **_):
             self.caches.templates.update(event)
@@ -219,6 +243,33 @@ class Operator:
             else:
                 self.scheduler.upsert(obj)
             self.metrics.canaries.set(self.scheduler.size)
+
+    def _on_config(self, kind: str, cache: WatchCache, event: dict) -> None:
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        slim = slim_config(obj)
+        if slim is None or event.get("type") == "DELETED":
+            cache.objects.pop(key, None)
+        else:
+            cache.objects[key] = slim
+        if self.scheduler is not None and event.get("type") is not None:
+            for (ns, dep_name), dep in list(self.caches.deployments.objects.items()):
+                if ns == key[0] and uses_config(dep, kind, key[1]):
+                    self.scheduler.wake_target(ns, dep_name)
+
+    async def _revert(self, body, retry: int) -> None:
+        """revertOnDeletion: give the traffic back to the target before the Canary goes."""
+        canary = Canary.from_obj(dict(body))
+        target = self.caches.deployment(canary.namespace, canary.spec.target_ref.name)
+        if target is None:
+            target = await self.kube.get("apps/v1", "deployments", canary.namespace, canary.spec.target_ref.name)
+        if target is not None:
+            result = await self.deps.workloads.finalize(canary, target, force=retry >= 20)
+            if not result.done:
+                raise kopf.TemporaryError(f"waiting for {canary.spec.target_ref.name} to be ready", delay=3)
+        await self.router_for(canary).finalize(canary)
+        log.info("reverted %s/%s: traffic back on %s", canary.namespace, canary.name, canary.spec.target_ref.name)
 
     # ---- leader election and graceful shutdown ------------------------------------------
 

@@ -35,6 +35,8 @@ from canary.commands import parse_annotations
 from canary.adapters import prometheus, webhooks
 from canary.adapters.events import EventRecorder
 from canary.adapters.kube import ApiError, Kube
+from canary.adapters.autoscaler import Autoscalers
+from canary.adapters.configs import ConfigCopier, tracked_configs_of
 from canary.adapters.workload import WorkloadError, Workloads, primary_name
 from canary.models import Canary, CanaryStatus, Condition
 from canary.readiness import deployment_readiness
@@ -67,6 +69,8 @@ class Caches(Protocol):
 
     def metric_template(self, namespace: str, name: str) -> dict | None: ...
 
+    def config(self, kind: str, namespace: str, name: str) -> dict | None: ...
+
 
 @dataclass
 class Deps:
@@ -79,16 +83,20 @@ class Deps:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     on_decision: Callable[[Canary, CanaryStatus], None] | None = None  # operator metrics hook
     on_alert: Callable[[Canary, Alert], Awaitable[None]] | None = None
+    configs: ConfigCopier | None = None  # copies of tracked ConfigMaps/Secrets for the primary
+    autoscalers: Autoscalers | None = None  # the primary HPA
+    observe_metrics: Callable[[Canary, Awaitable[Any]], Awaitable[Any]] | None = None  # check values, query latency
 
 
-def _workload_state(dep: dict | None, now: datetime, threshold: int, deadline: int) -> WorkloadState | None:
+def _workload_state(dep: dict | None, now: datetime, threshold: int, deadline: int, *,
+                    zero_replicas_ready: bool = True) -> WorkloadState | None:
     if dep is None:
         return None
     spec = dep.get("spec") or {}
     status = dep.get("status") or {}
     return WorkloadState(
         name=dep["metadata"]["name"],
-        readiness=deployment_readiness(dep, now, threshold, deadline),
+        readiness=deployment_readiness(dep, now, threshold, deadline, zero_replicas_ready=zero_replicas_ready),
         replicas=int(spec.get("replicas") or 0),
         ready_replicas=int(status.get("readyReplicas") or 0),
     )
@@ -142,6 +150,18 @@ def _interval(canary: Canary) -> float:
     return canary.spec.analysis.interval_seconds if canary.spec.analysis else 60.0
 
 
+def _route_condition(status: CanaryStatus, problem: str | None, now: datetime) -> None:
+    """RouteAccepted=False while a Gateway does not accept our route; the release is not held
+    (the parent may simply not have seen our last write yet)."""
+    prev = status.condition("RouteAccepted")
+    if problem is None:
+        status.conditions = [c for c in status.conditions if c.type != "RouteAccepted"]
+    elif prev is None or prev.message != problem:
+        status.conditions = [c for c in status.conditions if c.type != "RouteAccepted"] + [
+            Condition(type="RouteAccepted", status="False", reason="NotAccepted", message=problem,
+                      last_update_time=now, last_transition_time=now)]
+
+
 def _clear_invalid(status: CanaryStatus) -> None:
     status.conditions = [c for c in status.conditions if c.type != "Valid"]
 
@@ -163,14 +183,33 @@ async def observe(deps: Deps, canary: Canary, caches: Caches, router: Router, no
     target_obj = caches.deployment(ns, spec.target_ref.name)
     primary_obj = caches.deployment(ns, primary_name(canary))
     target = _workload_state(target_obj, now, canary_threshold, spec.progress_deadline)
-    primary = _workload_state(primary_obj, now, primary_threshold, spec.progress_deadline)
+    primary = _workload_state(primary_obj, now, primary_threshold, spec.progress_deadline,
+                              zero_replicas_ready=False)
     rev = ""
+    tracked: dict[str, str] = {}
+    problems: list[str] = []
     if target_obj is not None:
-        rev = make_revision(template_hash((target_obj.get("spec") or {}).get("template") or {}))
+        tracked, problems = tracked_configs_of(target_obj, _config_lookup(caches, ns))
+        rev = make_revision(template_hash((target_obj.get("spec") or {}).get("template") or {}), tracked)
     routes: Routes | None = await router.get_routes(canary)
     commands = parse_annotations(canary.metadata.get("annotations"))
     return Observation(now=now, target=target, primary=primary, revision=rev, routes=routes,
-                       commands=commands)
+                       tracked_configs=tracked, error="; ".join(problems) or None, commands=commands)
+
+
+def _config_lookup(caches: Caches, namespace: str):
+    return lambda kind, name: caches.config(kind, namespace, name)
+
+
+async def _config_copies(deps: Deps, canary: Canary, caches: Caches, target: Mapping[str, Any],
+                         tracked: Mapping[str, str] | None, init: bool) -> dict[str, str]:
+    """Sync the primary's copies of the tracked configs; {} when nothing is tracked."""
+    lookup = _config_lookup(caches, canary.namespace)
+    if tracked is None:
+        tracked = tracked_configs_of(target, lookup)[0]
+    if not tracked or deps.configs is None:
+        return {}
+    return await deps.configs.sync(canary, canary.namespace, tracked, lookup, init=init)
 
 
 async def run_checks(deps: Deps, canary: Canary, status: CanaryStatus, obs: Observation, caches: Caches) -> Observation:
@@ -180,23 +219,25 @@ async def run_checks(deps: Deps, canary: Canary, status: CanaryStatus, obs: Obse
         hook_results.extend(await webhooks.call_webhooks(canary, hook_type, status.phase.value, obs.revision))
     metrics = None
     if plan.metrics:
-        metrics = await prometheus.run_metrics(
-            canary,
-            deps.metrics_server,
-            caches.metric_template,
-            mesh_provider=deps.mesh_provider,
-        )
+        run = prometheus.run_metrics(canary, deps.metrics_server, caches.metric_template,
+                                     mesh_provider=deps.mesh_provider)
+        metrics = await (deps.observe_metrics(canary, run) if deps.observe_metrics else run)
     return replace(obs, webhooks=tuple(hook_results), metrics=metrics)
 
 
 async def apply(deps: Deps, canary: Canary, obj: Mapping[str, Any], router: Router, caches: Caches,
-                action: Any, now: datetime) -> None:
+                action: Any, now: datetime, obs: Observation | None = None) -> None:
     ns = canary.namespace
+    tracked = obs.tracked_configs if obs is not None else None
     if isinstance(action, Initialize):
         target = caches.deployment(ns, canary.spec.target_ref.name)
         if target is None:
             return
-        await deps.workloads.initialize(canary, target)
+        copies = await _config_copies(deps, canary, caches, target, tracked, init=True)
+        await deps.workloads.initialize(canary, target, revision=(obs.revision if obs else None) or None,
+                                        config_copies=copies)
+        if deps.autoscalers is not None:
+            await deps.autoscalers.reconcile(canary, init=True)
         await router.reconcile(canary)
     elif isinstance(action, SetRoutes):
         await router.set_routes(canary, Routes(action.primary, action.canary, action.mirror))
@@ -207,7 +248,10 @@ async def apply(deps: Deps, canary: Canary, obj: Mapping[str, Any], router: Rout
     elif isinstance(action, Promote):
         target = caches.deployment(ns, canary.spec.target_ref.name)
         if target is not None:
-            await deps.workloads.promote(canary, target, action.revision)
+            copies = await _config_copies(deps, canary, caches, target, tracked, init=False)
+            await deps.workloads.promote(canary, target, action.revision, config_copies=copies)
+            if deps.autoscalers is not None:
+                await deps.autoscalers.reconcile(canary, init=False)
     elif isinstance(action, Event):
         await deps.events.emit(dict(obj), action.type, action.reason, action.message, now)
         await webhooks.send_event(canary, action.message, action.type, (canary.status or CanaryStatus()).phase.value,
@@ -255,7 +299,7 @@ async def reconcile(deps: Deps, obj: Mapping[str, Any], caches: Caches) -> TickR
         obs = await run_checks(deps, canary, status, obs, caches)
         decision = engine.step(canary, status, obs)
         for action in decision.actions:
-            await apply(deps, canary, obj, router, caches, action, now)
+            await apply(deps, canary, obj, router, caches, action, now, obs)
     except (WorkloadError, RouterError) as e:
         # the spec cannot be realised as written: say so, touch nothing else
         return TickResult(max(RETRY_AFTER_ERROR, _interval(canary)), await report_invalid(deps, obj, str(e)))
@@ -266,6 +310,8 @@ async def reconcile(deps: Deps, obj: Mapping[str, Any], caches: Caches) -> TickR
         return TickResult(RETRY_AFTER_ERROR)
     new = decision.status
     _clear_invalid(new)
+    if hasattr(router, "status_problem"):
+        _route_condition(new, await router.status_problem(canary), now)
     if gen is not None:
         new.observed_generation = int(gen)
     try:

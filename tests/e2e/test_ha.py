@@ -42,7 +42,7 @@ def free_port() -> int:
 
 
 def start(name: str, *extra: str) -> ops.OperatorProcess:
-    return ops.OperatorProcess(name=f"{name}-{free_port()}", metrics_port=free_port(), module="canary.operator_main",
+    return ops.OperatorProcess(name=f"{name}-{free_port()}", metrics_port=free_port(),
                                extra=["--log-level", "debug", *extra]).start()
 
 

@@ -125,7 +125,7 @@ def sa_kubeconfig(rbac_testbed, admin, release, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def operator(rbac_testbed, sa_kubeconfig):
     op = ops.OperatorProcess(
-        name=f"rbac-operator-{free_port()}", metrics_port=free_port(), module="canary.operator_main",
+        name=f"rbac-operator-{free_port()}", metrics_port=free_port(),
         kubeconfig=sa_kubeconfig, metrics_server=rbac_testbed["prometheus"], log_dir=Path(rbac_testbed["logs"]),
         scrape=False,
         extra=["--leader-election", "--leader-election-namespace", RELEASE_NS,
@@ -237,7 +237,7 @@ def test_a_namespace_scoped_release_needs_no_cluster_wide_right(rbac_testbed, ad
             kubeconfig = sa_kubeconfig_for(admin, rbac_testbed["api_server"], "shard-canary-operator",
                                            tmp_path / "shard.kubeconfig")
             op = ops.OperatorProcess(
-                name=f"rbac-shard-{free_port()}", metrics_port=free_port(), module="canary.operator_main",
+                name=f"rbac-shard-{free_port()}", metrics_port=free_port(),
                 kubeconfig=kubeconfig, metrics_server=rbac_testbed["prometheus"],
                 log_dir=Path(rbac_testbed["logs"]), scrape=False,
                 extra=["--namespace", ns, "--leader-election", "--leader-election-namespace", RELEASE_NS,

@@ -46,14 +46,9 @@ def container(objs: list[dict]) -> dict:
 
 def operator_parser():
     """The parser of `canary operator`, with the flags the chart passes."""
-    try:
-        from canary import operator_main  # adds the leader-election flags while cli.py lacks them
+    from canary import cli
 
-        return operator_main.build_parser()
-    except ImportError:
-        from canary import cli
-
-        return cli.build_parser()
+    return cli.build_parser()
 
 
 def parse_args(objs: list[dict]):

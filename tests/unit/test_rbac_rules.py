@@ -398,4 +398,4 @@ def test_secrets_are_touched_only_for_config_copies_and_alert_providers():
     assert {v for f, v in users if f == "canary/adapters/notifiers.py"} == {"get"}  # read only
     # a watch on Secrets would cache every Secret of the cluster in the operator: if that is ever
     # wanted, say so in docs/install.md (RBAC, "Secrets") and the chart, then change this line
-    assert ("", "secrets", "watch") not in watched(), "the operator now watches Secrets: see the comment"
+    assert ("", "secrets", "watch") in watched(), "config tracking watches Secrets (docs/install.md)"

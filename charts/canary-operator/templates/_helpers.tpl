@@ -84,7 +84,7 @@ the used set from the code and compares both ways). Shared by the ClusterRole an
 # with secretRef (webhook address, token) is read
 - apiGroups: [""]
   resources: [configmaps, secrets]
-  verbs: [get, create, update, delete]
+  verbs: [get, list, watch, create, update, delete]
 # the primary's HorizontalPodAutoscaler (autoscalerRef)
 - apiGroups: ["autoscaling"]
   resources: [horizontalpodautoscalers]
