@@ -62,6 +62,35 @@ def _canary(name: str, interval: str, step: int, max_weight: int) -> dict:
     }
 
 
+def _audit_entries(namespace: str) -> list[tuple[float, str, str]]:
+    """(time, object name, "verb resource[/sub]") of the operator's requests in `namespace`."""
+    out = []
+    with open(cluster.paths().audit_log) as f:
+        for line in f:
+            if OPERATOR_USER not in line or namespace not in line:
+                continue
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("stage") != "ResponseComplete" or (e.get("user") or {}).get("username") != OPERATOR_USER:
+                continue
+            if e.get("verb") == "watch":
+                continue
+            ref = e.get("objectRef") or {}
+            if ref.get("namespace") != namespace:
+                continue
+            ts = datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+            what = f"{e['verb']} {ref.get('resource')}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
+            out.append((ts, ref.get("name") or "", what))
+    return out
+
+
+def _belongs(obj_name: str, canary: str) -> bool:
+    """Requests for a Canary's own objects: itself, its Deployments, Services, routes, events."""
+    return obj_name == canary or obj_name.startswith(canary + "-") or obj_name.startswith(canary + ".")
+
+
 def _audit_count(since: datetime, until: datetime, namespace: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     with open(cluster.paths().audit_log) as f:
@@ -107,6 +136,7 @@ def run(n: int, interval_s: int, step: int, max_weight: int) -> dict:
         started: dict[str, float] = {}
         progressing_at: dict[str, float] = {}
         succeeded_at: dict[str, float] = {}
+        step_times: dict[str, dict[int, float]] = {k: {} for k in names}  # weight -> wall time first seen
         t_start = datetime.now(timezone.utc)
         for name in names:
             started[name] = time.monotonic()
@@ -118,6 +148,9 @@ def run(n: int, interval_s: int, step: int, max_weight: int) -> dict:
             for obj in items:
                 name = obj["metadata"]["name"]
                 phase = (obj.get("status") or {}).get("phase")
+                weight = (obj.get("status") or {}).get("canaryWeight") or 0
+                if phase == "Progressing" and weight > 0:
+                    step_times[name].setdefault(weight, time.time())
                 if phase in ("Progressing", "Promoting", "Finalising", "Succeeded") and name not in progressing_at:
                     progressing_at[name] = now
                 if phase == "Succeeded" and name not in succeeded_at and name in progressing_at:
@@ -137,6 +170,20 @@ def run(n: int, interval_s: int, step: int, max_weight: int) -> dict:
         audit = _audit_count(t_start, t_end, ns)
         total = sum(audit.values())
         steps_per_canary = weight_steps + 2  # weight steps + promote + finalise
+        # steady state of an analysis: the requests between the first and the last weight step
+        # of each Canary, divided by the steps taken in that window
+        entries = _audit_entries(ns)
+        window_requests, window_steps, window_kinds = 0, 0, {}
+        for name in names:
+            times = sorted(step_times[name].values())
+            if len(times) < 2:
+                continue
+            lo, hi = times[0] + 0.3, times[-1] + 0.3
+            for ts, obj_name, what in entries:
+                if lo < ts <= hi and _belongs(obj_name, name):
+                    window_requests += 1
+                    window_kinds[what] = window_kinds.get(what, 0) + 1
+            window_steps += len(times) - 1
         return {
             "time": t_start.isoformat(),
             "canaries": n,
@@ -155,8 +202,12 @@ def run(n: int, interval_s: int, step: int, max_weight: int) -> dict:
                 "median_over_floor": round(statistics.median(walls) - floor, 2),
             },
             "api_requests": {
+                "per_canary_per_analysis_step": round(window_requests / max(window_steps, 1), 2),
+                "analysis_steps_measured": window_steps,
+                "analysis_step_requests": dict(sorted(window_kinds.items())),
+                "per_release": round(total / n, 1),
                 "total": total,
-                "per_canary_per_step": round(total / (n * steps_per_canary), 2),
+                "per_canary_per_tick_whole_release": round(total / (n * steps_per_canary), 2),
                 "steps_per_canary": steps_per_canary,
                 "by_verb_and_resource": dict(sorted(audit.items())),
             },

@@ -1078,10 +1078,12 @@ class _Tick:
             self.wait_for("Primary", self.primary, readiness, self.fail_promotion)
             return
         st.waiting_since = None
-        if not self.due():
+        step = self.analysis.step_weight_promotion or 0
+        # All at once (no stepWeightPromotion): the primary runs the promoted revision and is
+        # ready, so traffic goes back now rather than an interval later (Flagger waits a tick).
+        if step > 0 and not self.due():
             return
         self.take_step()
-        step = self.analysis.step_weight_promotion or 0
         weight = self.st.canary_weight
         if step > 0 and weight > 0 and self.analysis.strategy != "ab":
             new = max(0, weight - step)

@@ -152,9 +152,10 @@ async def test_promotion_keeps_the_primary_replicas_with_an_hpa(kube, namespace)
     await scalers.reconcile(canary, init=True)
     # the HPA scaled the primary out (within its bounds 2..4, so the controller leaves it there)
     await kube.patch("apps/v1", "deployments", ns, "podinfo-primary", {"spec": {"replicas": 4}})
-    new = copy.deepcopy(target)
-    new["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/stefanprodan/podinfo:6.0.1"
-    new = await kube.replace("apps/v1", "deployments", ns, "podinfo", new)
+    # a merge patch: the deployment controller keeps writing the target's status meanwhile
+    new = await kube.patch("apps/v1", "deployments", ns, "podinfo", {"spec": {"template": {"spec": {
+        "containers": [{"name": target["spec"]["template"]["spec"]["containers"][0]["name"],
+                        "image": "ghcr.io/stefanprodan/podinfo:6.0.1"}]}}}}, kind="strategic")
     await w.promote(canary, new, "r2")
     await scalers.reconcile(canary, init=False)
     primary = await kube.get("apps/v1", "deployments", ns, "podinfo-primary")
