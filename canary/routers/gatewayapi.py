@@ -35,21 +35,21 @@ An HTTPRoute that exists but is not ours is taken over (its spec is kept in the 
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any, Callable
 
-from canary.adapters.kube import ApiError, Kube
-from canary.adapters.workload import FLUX_DISABLED, as_canary, is_owned_by, owner_references, service_name
+from canary.adapters.kube import Kube
+from canary.adapters.workload import FLUX_DISABLED, as_canary, owner_references, service_name
 from canary.duration import parse_duration
 from canary.models import Canary
 from canary.routers.affinity import Sticky, cookie_regex, sticky
+from canary.routers import objects
 from canary.routers.base import RouterError
+from canary.routers.objects import ORIGINAL_ANNOTATION
 from canary.routers.istio import merge_matches
 from canary.types import Routes
 
 GROUP = "gateway.networking.k8s.io"
 PLURAL = "httproutes"
-ORIGINAL_ANNOTATION = "canary.dev/original-configuration"
 DEFAULT_MATCH = {"path": {"type": "PathPrefix", "value": "/"}}
 CORS_DEFAULT_MAX_AGE = 5  # seconds; the API server's default for HTTPCORSFilter.maxAge
 
@@ -469,66 +469,18 @@ class GatewayAPIRouter:
         """Restore a taken-over HTTPRoute; ours is garbage collected with the Canary."""
         canary = as_canary(canary)
         api_version = await self.api_version()
-        name = service_name(canary)
-        for _ in range(3):
-            existing = await self.kube.get(api_version, PLURAL, canary.namespace, name)
-            if existing is None:
-                return
-            annotations = (existing.get("metadata") or {}).get("annotations") or {}
-            if ORIGINAL_ANNOTATION not in annotations:
-                return  # ours, or never touched
-            body = copy.deepcopy(existing)
-            body["apiVersion"] = api_version
-            body["spec"] = json.loads(annotations[ORIGINAL_ANNOTATION])
-            kept = {k: v for k, v in annotations.items() if k != ORIGINAL_ANNOTATION and k not in FLUX_DISABLED}
-            if kept:
-                body["metadata"]["annotations"] = kept
-            else:
-                body["metadata"].pop("annotations", None)
-            try:
-                await self.kube.replace(api_version, PLURAL, canary.namespace, name, body)
-                return
-            except ApiError as e:
-                if e.status != 409:
-                    raise
+        await objects.restore(self.kube, api_version, PLURAL, canary.namespace, service_name(canary))
 
     # -- I/O helpers --
 
     async def _upsert(self, canary: Canary, desired_for: Callable[[dict | None], dict]) -> None:
         api_version = await self.api_version()
         name = service_name(canary)
-        for attempt in range(3):
-            existing = await self._read(canary.namespace, name, fresh=attempt > 0)
-            desired = desired_for(existing)
-            if existing is None:
-                try:
-                    await self.kube.create(api_version, PLURAL, canary.namespace, desired)
-                    return
-                except ApiError as e:
-                    if e.status != 409:
-                        raise
-                    continue
-            body = copy.deepcopy(existing)
-            body["apiVersion"] = api_version  # a watch may deliver another served version
-            meta = body.setdefault("metadata", {})
-            annotations = meta.setdefault("annotations", {})
-            owned = is_owned_by(existing, canary)
-            if not owned and ORIGINAL_ANNOTATION not in annotations:
-                annotations[ORIGINAL_ANNOTATION] = json.dumps(existing.get("spec") or {},
-                                                              sort_keys=True, separators=(",", ":"))
-            annotations.update(desired["metadata"].get("annotations") or {})
-            if owned and desired["metadata"].get("labels"):
-                meta["labels"] = {**(meta.get("labels") or {}), **desired["metadata"]["labels"]}
-            body["spec"] = desired["spec"]
-            if body == {**existing, "apiVersion": api_version}:
-                return
-            try:
-                await self.kube.replace(api_version, PLURAL, canary.namespace, name, body)
-                return
-            except ApiError as e:
-                if e.status != 409:
-                    raise
-        raise ApiError(409, "Conflict", f"{PLURAL} {canary.namespace}/{name} kept changing while being updated")
+
+        async def read(fresh: bool) -> dict | None:
+            return await self._read(canary.namespace, name, fresh=fresh)
+
+        await objects.upsert(self.kube, canary, api_version, PLURAL, name, read, desired_for)
 
 
 def make_router(provider: str, kube: Kube, cache: Cache | None = None) -> GatewayAPIRouter:

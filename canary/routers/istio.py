@@ -18,26 +18,25 @@ header. After a run, one rule expires the run's canary cookie.
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any, Callable
 
-from canary.adapters.kube import ApiError, Kube
+from canary.adapters.kube import Kube
 from canary.adapters.workload import (
     FLUX_DISABLED,
     as_canary,
-    is_owned_by,
     owner_references,
     service_name,
 )
 from canary.models import Canary, HTTPMatchRequest
 from canary.routers.affinity import Sticky, cookie_regex, sticky
+from canary.routers import objects
 from canary.routers.base import RouterError
+from canary.routers.objects import ORIGINAL_ANNOTATION
 from canary.types import Routes
 
 GROUP = "networking.istio.io"
 VERSIONS = ("v1beta1", "v1", "v1alpha3")  # preference order
 DEFAULT_API_VERSION = f"{GROUP}/v1beta1"
-ORIGINAL_ANNOTATION = "canary.dev/original-configuration"
 
 
 # ---- pure builders ----------------------------------------------------------------------
@@ -303,61 +302,15 @@ class IstioRouter:
 
     async def _upsert(self, canary: Canary, plural: str, desired_for: Callable[[dict | None], dict]) -> None:
         version = await self.api_version()
-        for attempt in range(3):
-            name = desired_for(None)["metadata"]["name"]
-            existing = await self._read(version, plural, canary.namespace, name, fresh=attempt > 0)
-            desired = desired_for(existing)
-            if existing is None:
-                try:
-                    await self.kube.create(version, plural, canary.namespace, desired)
-                    return
-                except ApiError as e:
-                    if e.status != 409:
-                        raise
-                    continue
-            body = copy.deepcopy(existing)
-            body["apiVersion"] = version  # a watch may deliver another served version
-            meta = body.setdefault("metadata", {})
-            annotations = meta.setdefault("annotations", {})
-            owned = is_owned_by(existing, canary)
-            if not owned and ORIGINAL_ANNOTATION not in annotations:
-                annotations[ORIGINAL_ANNOTATION] = json.dumps(existing.get("spec") or {},
-                                                              sort_keys=True, separators=(",", ":"))
-            annotations.update(desired["metadata"].get("annotations") or {})
-            if owned and desired["metadata"].get("labels"):
-                meta["labels"] = {**(meta.get("labels") or {}), **desired["metadata"]["labels"]}
-            body["spec"] = desired["spec"]
-            if body == {**existing, "apiVersion": version}:
-                return
-            try:
-                await self.kube.replace(version, plural, canary.namespace, name, body)
-                return
-            except ApiError as e:
-                if e.status != 409:
-                    raise
-        raise ApiError(409, "Conflict", f"{plural} {canary.namespace}/{name} kept changing while being updated")
+        name = desired_for(None)["metadata"]["name"]
+
+        async def read(fresh: bool) -> dict | None:
+            return await self._read(version, plural, canary.namespace, name, fresh=fresh)
+
+        await objects.upsert(self.kube, canary, version, plural, name, read, desired_for)
 
     async def _restore(self, version: str, plural: str, namespace: str, name: str) -> None:
-        for _ in range(3):
-            existing = await self.kube.get(version, plural, namespace, name)
-            if existing is None:
-                return
-            annotations = (existing.get("metadata") or {}).get("annotations") or {}
-            if ORIGINAL_ANNOTATION not in annotations:
-                return  # ours (garbage collected with the Canary) or never touched
-            body = copy.deepcopy(existing)
-            body["spec"] = json.loads(annotations[ORIGINAL_ANNOTATION])
-            kept = {k: v for k, v in annotations.items() if k != ORIGINAL_ANNOTATION and k not in FLUX_DISABLED}
-            if kept:
-                body["metadata"]["annotations"] = kept
-            else:
-                body["metadata"].pop("annotations", None)
-            try:
-                await self.kube.replace(version, plural, namespace, name, body)
-                return
-            except ApiError as e:
-                if e.status != 409:
-                    raise
+        await objects.restore(self.kube, version, plural, namespace, name)
 
 
 __all__ = ["IstioRouter", "build_virtual_service", "build_destination_rules", "read_routes",
