@@ -725,6 +725,7 @@ def cmd_operator(args, ctx: Ctx | None = None) -> int:
             mesh_provider=args.mesh_provider,
             namespace=args.namespace,
             label_selector=args.label_selector,
+            selector_labels=tuple(x.strip() for x in args.selector_labels.split(",") if x.strip()),
             metrics_port=args.metrics_port,
             max_concurrent=args.max_concurrent,
             leader_election=args.leader_election,
@@ -797,6 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--mesh-provider", default="istio", help="istio | gatewayapi:v1 | gatewayapi:v1beta1")
     op.add_argument("--namespace", default=None, help="watch only this namespace (default: all)")
     op.add_argument("--label-selector", default=None, help="only Canaries with these labels (k=v,...)")
+    op.add_argument("--selector-labels", default="app,name,app.kubernetes.io/name",
+                    help="pod labels that select a workload's pods, first match wins (as Flagger's flag)")
     op.add_argument("--metrics-port", type=int, default=8080, help="port of the /metrics endpoint (0: off)")
     op.add_argument("--max-concurrent", type=int, default=50, help="ticks running at once")
     op.add_argument("--log-level", default="info")

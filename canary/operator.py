@@ -39,6 +39,7 @@ class Options:
     mesh_provider: str = "istio"
     namespace: str | None = None  # None: all namespaces
     label_selector: str | None = None  # only Canaries with these labels (sharding)
+    selector_labels: tuple[str, ...] = ("app", "name", "app.kubernetes.io/name")  # pod labels for selectors
     metrics_port: int = 0  # 0: no metrics endpoint
     max_concurrent: int = 50
     liveness: str | None = None
@@ -159,7 +160,7 @@ class Operator:
                                      default_url=self.opts.alert_webhook, on_delivery=self.metrics.observe_alert)
             self.deps = Deps(
                 kube=self.kube,
-                workloads=Workloads(self.kube),
+                workloads=Workloads(self.kube, selector_labels=self.opts.selector_labels),
                 router_for=self.router_for,
                 events=EventRecorder(self.kube),
                 metrics_server=self.opts.metrics_server,
