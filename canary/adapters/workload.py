@@ -39,10 +39,15 @@ REPLICAS_ANNOTATION = "canary.dev/replicas"
 ORIGINAL_SERVICE_ANNOTATION = "canary.dev/original-service"  # selector and ports of a taken-over Service
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 SELECTOR_LABELS: tuple[str, ...] = ("app", "name", "app.kubernetes.io/name")
+# On every object we generate: Flux must not reconcile or drift-correct it, and Argo CD must
+# neither prune it nor report it as out of sync (it is not in Git).
 FLUX_DISABLED = {
     "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
     "helm.toolkit.fluxcd.io/driftDetection": "disabled",
+    "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+    "argocd.argoproj.io/sync-options": "Prune=false",
 }
+GITOPS_ANNOTATIONS = FLUX_DISABLED
 SIDECAR_CONTAINERS = ("istio-proxy", "envoy")
 _NOT_COPIED_ANNOTATIONS = (
     "deployment.kubernetes.io/revision",
@@ -87,7 +92,10 @@ def is_owned_by(obj: Mapping[str, Any], canary: Canary) -> bool:
 
 
 def without_flux_keys(values: Mapping[str, str] | None) -> dict[str, str]:
-    return {k: v for k, v in (values or {}).items() if "toolkit.fluxcd.io" not in k}
+    """Labels or annotations to copy onto a generated object: without Flux's keys and Argo CD's
+    (its tracking annotation would make Argo CD adopt, and then prune, what we generate)."""
+    return {k: v for k, v in (values or {}).items()
+            if "toolkit.fluxcd.io" not in k and not k.startswith("argocd.argoproj.io/")}
 
 
 def contains(outer: Mapping[str, Any] | None, inner: Mapping[str, Any] | None) -> bool:
