@@ -326,3 +326,43 @@ def test_session_affinity_istio(api_client, namespace, operator):
         "headers": {"response": {"add": {"Set-Cookie": f"{cookie}; Max-Age=-1; Path=/"}}}}]
     assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
     assert primary_image(api_client, namespace) == IMAGE2
+
+
+def test_session_affinity_gatewayapi(api_client, namespace, operator):
+    body = gateway_canary(namespace, threshold=3, max_weight=40, step_weight=20)
+    body["spec"]["provider"] = "gatewayapi:v1"
+    body["spec"]["analysis"]["sessionAffinity"] = {"cookieName": "canary-session", "maxAge": 600, "path": "/"}
+    metric_templates(api_client, namespace)
+    start(api_client, namespace, operator, body, extra=[gateway()])
+    cookies: dict[int, str] = {}
+
+    def route():
+        return _custom(api_client).get_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace,
+                                                                "httproutes", "podinfo")
+
+    def probe(st):
+        rules = route()["spec"]["rules"]
+        weighted = [r for r in rules if len(r.get("backendRefs") or []) == 2]
+        if not weighted:
+            return
+        canary_ref = next(b for b in weighted[0]["backendRefs"] if b["name"] == "podinfo-canary")
+        if canary_ref.get("weight", 0) == 0:
+            return
+        (mod,) = [f for f in canary_ref["filters"] if f["type"] == "ResponseHeaderModifier"]
+        set_cookie = mod["responseHeaderModifier"]["add"][0]["value"]
+        # the sticky rule sends cookie holders to the canary, ahead of the weighted rule
+        sticky = rules[0]
+        assert [b["name"] for b in sticky["backendRefs"]] == ["podinfo-canary"]
+        headers = [h for m in sticky["matches"] for h in m.get("headers") or []]
+        assert any(h["name"].lower() == "cookie" and set_cookie.split(";")[0] in h["value"] for h in headers)
+        cookies[canary_ref["weight"]] = set_cookie
+
+    seen = follow(api_client, namespace, operator, probe)
+    print("session affinity gatewayapi:", seen, cookies)
+    assert seen[-1][0] == "Succeeded", seen
+    assert {20, 40} <= set(cookies), cookies
+    values = set(cookies.values())
+    assert len(values) == 1, cookies  # one cookie for the whole run
+    assert values.pop().startswith("canary-session=")
+    assert httproute_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert primary_image(api_client, namespace) == IMAGE2
