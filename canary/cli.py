@@ -739,6 +739,33 @@ def cmd_operator(args, ctx: Ctx | None = None) -> int:
     return 0
 
 
+def cmd_simulate(args, ctx: Ctx | None = None) -> int:
+    """Decide a release offline with the real engine and a virtual clock."""
+    from pydantic import ValidationError
+
+    from canary.models import Canary
+    from canary.simulate import render, simulate
+
+    docs = [d for d in yaml.safe_load_all(Path(args.canary).read_text()) if d and d.get("kind") == "Canary"]
+    if not docs:
+        print(f"{args.canary}: no Canary in the file", file=sys.stderr)
+        return 3
+    doc = docs[0]
+    doc.setdefault("metadata", {}).setdefault("namespace", "default")
+    try:
+        canary = Canary.from_obj(doc)
+    except ValidationError as e:
+        print(f"{args.canary}: invalid Canary: {e.errors()[0]['msg']}", file=sys.stderr)
+        return 3
+    scenario = yaml.safe_load(Path(args.scenario).read_text()) if args.scenario else {}
+    result = simulate(canary, scenario or {})
+    if args.output == "json":
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(render(result))
+    return 0 if result.outcome in ("Succeeded", "Failed") else 2
+
+
 def cmd_validate(args, ctx: Ctx | None = None) -> int:
     """Validate Canary manifests offline against the models (what the operator will accept)."""
     from pydantic import ValidationError
@@ -816,6 +843,12 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--alert-webhook", default=None,
                     help="generic JSON webhook for alerts of Canaries without analysis.alerts")
     op.set_defaults(func=cmd_operator)
+
+    sim = sub.add_parser("simulate", help="decide a release offline (real engine, virtual clock)")
+    sim.add_argument("canary", help="a Canary manifest")
+    sim.add_argument("--scenario", help="YAML: metric values per step, webhook answers, readiness")
+    sim.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    sim.set_defaults(func=cmd_simulate)
 
     v = sub.add_parser("validate", help="check Canary manifests offline")
     v.add_argument("files", nargs="+")

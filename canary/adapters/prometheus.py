@@ -423,7 +423,7 @@ class _Failed(Exception):
         self.query = query
 
 
-def _bounds(metric: Any, threshold_is_min: bool) -> tuple[float | None, float | None]:
+def bounds(metric: Any, threshold_is_min: bool) -> tuple[float | None, float | None]:
     """(min, max) from thresholdRange, else from the deprecated threshold (as Flagger reads it)."""
     rng = _get(metric, "threshold_range")
     if rng is not None:
@@ -510,7 +510,7 @@ async def _resolve_check(
             )
         except PrometheusError as exc:
             raise _Failed(str(exc), query) from exc
-        lo, hi = _bounds(metric, threshold_is_min=False)
+        lo, hi = bounds(metric, threshold_is_min=False)
         return _Check(name, query, client, min_=lo, max_=hi, source=ref)
 
     if not server:
@@ -523,9 +523,9 @@ async def _resolve_check(
         query = render((HTTP_QUERIES if http else ISTIO_QUERIES)[name], f"builtin {name}")
         client = _client_or_fail(server, client_options, query)
         if name == SUCCESS_RATE:
-            lo, hi = _bounds(metric, threshold_is_min=True)
+            lo, hi = bounds(metric, threshold_is_min=True)
             return _Check(name, query, client, unit="%", min_=lo, max_=hi, source="builtin")
-        lo, hi = _bounds(metric, threshold_is_min=False)
+        lo, hi = bounds(metric, threshold_is_min=False)
         return _Check(name, query, client, scale=1000.0 if http else 1.0, unit="ms",
                       min_=lo, max_=hi, source="builtin")
 
@@ -533,7 +533,7 @@ async def _resolve_check(
     if inline:
         query = render(inline, "the inline query")
         client = _client_or_fail(server, client_options, query)
-        lo, hi = _bounds(metric, threshold_is_min=False)
+        lo, hi = bounds(metric, threshold_is_min=False)
         return _Check(name, query, client, min_=lo, max_=hi, source="inline query")
 
     raise _Failed(
