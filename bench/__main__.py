@@ -93,28 +93,11 @@ def _belongs(obj_name: str, canary: str) -> bool:
 
 def _audit_count(since: datetime, until: datetime, namespace: str) -> dict[str, int]:
     counts: dict[str, int] = {}
-    with open(cluster.paths().audit_log) as f:
-        for line in f:
-            if OPERATOR_USER not in line:
-                continue
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if e.get("stage") != "ResponseComplete" or (e.get("user") or {}).get("username") != OPERATOR_USER:
-                continue
-            if e.get("verb") == "watch":
-                continue
-            ts = datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
-            if not (since <= ts <= until):
-                continue
-            ref = e.get("objectRef") or {}
-            if ref.get("namespace") != namespace:
-                continue
-            key = f"{e['verb']} {ref.get('resource')}{'/' + ref['subresource'] if ref.get('subresource') else ''}"
-            counts[key] = counts.get(key, 0) + 1
+    lo, hi = since.timestamp(), until.timestamp()
+    for ts, _, what in _audit_entries(namespace):
+        if lo <= ts <= hi:
+            counts[what] = counts.get(what, 0) + 1
     return counts
-
 
 def run(n: int, interval_s: int, step: int, max_weight: int) -> dict:
     client = ops.api_client()

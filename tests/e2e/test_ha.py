@@ -15,12 +15,10 @@ User-Agent (`canary-operator/<version> (<host>_<pid>)`).
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import time
 from datetime import datetime
-from pathlib import Path
 
 import kubernetes
 import pytest

@@ -3,7 +3,6 @@ newest served version; the HPA controller runs, without a metrics server)."""
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 
