@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import hashlib
 import json
 import logging
 import random
@@ -155,6 +156,7 @@ class Metrics:
             cumulative.append(("+Inf", n))
             h.add_metric(k, cumulative, total)
         yield h
+        yield _app_histogram(durs)
         r = CounterMetricFamily("sim_route_requests_total", "Simulated requests sent per route object.",
                                 labels=ROUTE_LABELS)
         for k, n in routes:
@@ -169,6 +171,40 @@ class Metrics:
 
 def _fmt_le(le: float) -> str:
     return str(float(le))
+
+
+def sim_pod_name(workload: str) -> str:
+    """A stable pod name `<deployment>-<hash>-<id>`, shaped like a ReplicaSet's pods, so that
+    Flagger's app-level PromQL (`kubernetes_pod_name=~"<target>-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"`)
+    matches the target's pods and not `<target>-primary`'s."""
+    digest = hashlib.sha256(workload.encode()).hexdigest()
+    return f"{workload}-{digest[:9]}-{digest[9:14]}"
+
+
+def _app_histogram(durs: list) -> HistogramMetricFamily:
+    """The application's own request histogram, as an instrumented app (podinfo) exports it and
+    Prometheus relabels it: `http_request_duration_seconds{kubernetes_namespace,kubernetes_pod_name,
+    status}`. Built from what the destination workloads served."""
+    agg: dict[tuple, list] = {}
+    for k, counts, total, n in durs:
+        reporter, workload, namespace, code = k[0], k[3], k[4], k[9]
+        if reporter != "destination" or workload == "unknown":
+            continue
+        key = (namespace, sim_pod_name(workload), code)
+        a = agg.setdefault(key, [[0] * len(counts), 0.0, 0])
+        a[0] = [x + y for x, y in zip(a[0], counts)]
+        a[1] += total / 1000.0
+        a[2] += n
+    h = HistogramMetricFamily("http_request_duration_seconds", "Request duration in seconds (simulated app).",
+                              labels=("kubernetes_namespace", "kubernetes_pod_name", "status"))
+    for key, (counts, total, n) in agg.items():
+        cumulative, acc = [], 0
+        for le, cnt in zip(DURATION_BUCKETS, counts):
+            acc += cnt
+            cumulative.append((_fmt_le(le / 1000.0), acc))
+        cumulative.append(("+Inf", n))
+        h.add_metric(key, cumulative, total)
+    return h
 
 
 # --------------------------------------------------------------------------

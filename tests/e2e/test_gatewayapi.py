@@ -220,3 +220,37 @@ def test_gatewayapi_rollback(api_client, namespace, gw_operator):
     assert httproute_weights(api_client, namespace, "podinfo") == (100, 0)
     cond = {c["type"]: c for c in st["conditions"]}
     assert cond["Promoted"]["status"] == "False" and "error-rate" in cond["Promoted"]["message"]
+
+
+def test_gatewayapi_builtin_metrics(api_client, namespace, gw_operator):
+    """Flagger's builtin checks for the Gateway API (the app-level PromQL on
+    http_request_duration_seconds) promote a good release and roll back a bad one."""
+    builtin = [
+        {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "10s"},
+        {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "10s"},
+    ]
+    ops.apply(api_client, gateway(), namespace)
+    ops.apply(api_client, deployment("podinfo"), namespace)
+    body = canary("podinfo", metrics=builtin, threshold=2, max_weight=30, step_weight=10)
+    body["spec"]["service"].update({"hosts": ["www.example.com"],
+                                    "gatewayRefs": [{"name": "gateway", "namespace": namespace}]})
+    ops.apply(api_client, body, namespace)
+    wait_phase(api_client, namespace, "podinfo", {"Initialized"}, 90, gw_operator)
+
+    ops.patch_deployment(api_client, namespace, "podinfo", image=IMAGE2)
+    phases, routes = watch_release(api_client, namespace, "podinfo", gw_operator, httproute_weights)
+    assert phases[-1][0] == "Succeeded", phases
+    assert [c for _, c in routes if c] == [10, 20, 30], routes
+    ledger = ops.canary_status(api_client, namespace, "podinfo").get("ledger") or []
+    checked = [c for e in ledger for c in e.get("checks") or [] if c["name"] == "request-success-rate"]
+    assert checked and all(c["ok"] for c in checked), checked
+    assert "http_request_duration_seconds_count" in checked[0]["query"]  # Flagger's app-level PromQL
+
+    ops.patch_deployment(api_client, namespace, "podinfo", image="ghcr.io/stefanprodan/podinfo:6.0.2",
+                         annotations={"sim.canary.dev/error-rate": "0.5"})
+    wait_phase(api_client, namespace, "podinfo", {"Progressing"}, 30, gw_operator)
+    phases, routes = watch_release(api_client, namespace, "podinfo", gw_operator, httproute_weights)
+    st = ops.canary_status(api_client, namespace, "podinfo")
+    assert st["phase"] == "Failed", phases
+    assert st["lastFailure"]["check"] == "request-success-rate" and st["lastFailure"]["value"] < 99
+    assert httproute_weights(api_client, namespace, "podinfo") == (100, 0)
