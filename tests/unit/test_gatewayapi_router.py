@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-from canary.adapters.kube import ApiError
 from canary.adapters.workload import FLUX_DISABLED
 from canary.models import Canary
 from canary.routers import make_router
@@ -24,6 +23,7 @@ from canary.routers.gatewayapi import (
     route_status_problem,
 )
 from canary.types import Routes
+from tests.unit.fakekube import FakeKube as _FakeKube
 
 OWNER = {
     "apiVersion": "canary.dev/v1beta1",
@@ -552,51 +552,12 @@ def test_route_status_problem():
 # ---- write logic against an in-memory API ------------------------------------------------------
 
 
-class FakeKube:
-    """Enough of canary.adapters.kube.Kube for the router: objects in a dict, resourceVersions."""
-
+class FakeKube(_FakeKube):
     def __init__(self, served=("v1", "v1beta1")):
-        self.objects: dict[tuple, dict] = {}
-        self.served_versions = served
-        self.requests: dict[str, int] = {}
-        self._rv = 0
-
-    def _count(self, verb):
-        self.requests[verb] = self.requests.get(verb, 0) + 1
-
-    @property
-    def writes(self):
-        return sum(self.requests.get(v, 0) for v in ("create", "update", "patch", "delete"))
+        super().__init__(served)
 
     async def served(self, group, version):
         return group == "gateway.networking.k8s.io" and version in self.served_versions
-
-    async def get(self, api_version, plural, namespace, name):
-        self._count("get")
-        obj = self.objects.get((plural, namespace, name))
-        return copy.deepcopy(obj) if obj else None
-
-    async def create(self, api_version, plural, namespace, body):
-        self._count("create")
-        key = (plural, namespace, body["metadata"]["name"])
-        if key in self.objects:
-            raise ApiError(409, "AlreadyExists", "exists")
-        self._rv += 1
-        obj = copy.deepcopy(body)
-        obj["metadata"]["resourceVersion"] = str(self._rv)
-        self.objects[key] = obj
-        return copy.deepcopy(obj)
-
-    async def replace(self, api_version, plural, namespace, name, body):
-        self._count("update")
-        cur = self.objects[(plural, namespace, name)]
-        if body["metadata"].get("resourceVersion") != cur["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "stale")
-        self._rv += 1
-        obj = copy.deepcopy(body)
-        obj["metadata"]["resourceVersion"] = str(self._rv)
-        self.objects[(plural, namespace, name)] = obj
-        return copy.deepcopy(obj)
 
 
 KEY = ("httproutes", "test", "podinfo")
