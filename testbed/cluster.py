@@ -205,13 +205,28 @@ def write_files(p: Paths) -> None:
 # ---- processes -----------------------------------------------------------------------
 
 
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def _pid(p: Paths, name: str) -> int | None:
+    """The pid of a component we started, if that very process still runs (a pid file also
+    records the start time, so a recycled pid is not mistaken for ours)."""
     f = p.pids / f"{name}.pid"
     try:
-        pid = int(f.read_text().split()[0])
+        fields = f.read_text().split()
+        pid = int(fields[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    if not _alive(pid):
+        return None
+    if len(fields) > 1 and fields[1] != _start_time(pid):
+        return None
+    return pid
 
 
 def _alive(pid: int) -> bool:
@@ -243,7 +258,7 @@ def _start(p: Paths, name: str, argv: list[str], env: dict | None = None) -> int
         env={**os.environ, **(env or {})},
         cwd=str(REPO),
     )
-    (p.pids / f"{name}.pid").write_text(f"{proc.pid}\n")
+    (p.pids / f"{name}.pid").write_text(f"{proc.pid} {_start_time(proc.pid) or ''}\n")
     return proc.pid
 
 
