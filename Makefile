@@ -1,6 +1,6 @@
 PY ?= .venv/bin/python
 
-.PHONY: setup test unit demo testbed-up testbed-down testbed-status crds chart-crds bench lint
+.PHONY: setup test unit demo testbed-up testbed-down testbed-status crds chart-crds dist bench lint
 
 setup:
 	bash scripts/setup.sh
@@ -30,5 +30,10 @@ crds:
 chart-crds:
 	cp crds/*.yaml charts/canary-operator/crds/
 
-bench:
-	$(PY) -m bench
+# dist/install.yaml: the chart rendered with its defaults, CRDs included, for kubectl apply
+# (tests/unit/test_chart.py checks it is in sync)
+dist: chart-crds
+	$(PY) scripts/dist.py
+
+bench:  # python -m bench --canaries 1000 (JSON in bench-results/operator.json)
+	$(PY) -m bench $(BENCH_ARGS)

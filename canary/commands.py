@@ -16,6 +16,7 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from canary.text import clean
 from canary.types import COMMAND_NAMES, COMMAND_PREFIX, Command
 
 __all__ = ["ANNOTATIONS", "annotation", "command_id", "parse", "parse_annotations", "encode"]
@@ -36,7 +37,7 @@ def command_id(name: str, raw: str) -> str:
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    text = " ".join(str(value).split())
+    text = clean(str(value))  # no control characters or terminal escapes from an annotation
     return text[:_TEXT_MAX]
 
 

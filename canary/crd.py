@@ -28,6 +28,14 @@ Deliberate differences from Flagger's CRD:
   live in model properties and never rewrite the stored object.
 * Durations must match DURATION_PATTERN in full (Flagger: prefix `^[0-9]+(m|s)` only).
 * Integer fields are `integer`, not `number`, and weights are bounded to 0..100.
+* Bounds everywhere (docs/security.md): every name and reference is a DNS-1123 name with a
+  maximum length (Service names 55, to leave room for -primary/-canary; the Canary's own name
+  236, for its Event names), durations have at most 7 digits per number, webhook retries,
+  iterations and thresholds have maximums, lists have maxItems and maps maxProperties, and
+  metrics, webhooks and alerts are list-type maps keyed by name (no duplicates).
+  What a schema cannot say (steps increasing, thresholdRange min <= max, a webhook timeout of
+  at most 10m, match only with iterations) the models refuse; the reconciler reports it as
+  Valid=False with a Warning event before any action.
 """
 
 from __future__ import annotations
@@ -88,11 +96,14 @@ def _enum_schema(values: list[Any]) -> Schema:
 def _apply_constraints(schema: Schema, metadata: list[Any]) -> Schema:
     schema = dict(schema)
     is_array = schema.get("type") == "array"
+    is_object = schema.get("type") == "object"
     for item in metadata:
         if isinstance(item, FieldInfo):
             schema = _apply_constraints(schema, item.metadata)
             if item.description:
                 schema["description"] = item.description
+            if isinstance(item.json_schema_extra, dict):  # e.g. x-kubernetes-list-type
+                schema.update(item.json_schema_extra)
         elif isinstance(item, at.Ge):
             schema["minimum"] = item.ge
         elif isinstance(item, at.Le):
@@ -102,9 +113,9 @@ def _apply_constraints(schema: Schema, metadata: list[Any]) -> Schema:
         elif isinstance(item, at.Lt):
             schema.update(maximum=item.lt, exclusiveMaximum=True)
         elif isinstance(item, at.MinLen):
-            schema["minItems" if is_array else "minLength"] = item.min_length
+            schema["minItems" if is_array else "minProperties" if is_object else "minLength"] = item.min_length
         elif isinstance(item, at.MaxLen):
-            schema["maxItems" if is_array else "maxLength"] = item.max_length
+            schema["maxItems" if is_array else "maxProperties" if is_object else "maxLength"] = item.max_length
         elif getattr(item, "pattern", None) is not None:
             schema["pattern"] = item.pattern
     return schema
@@ -176,8 +187,12 @@ def model_schema(model: type[BaseModel]) -> Schema:
 
 def _top_level(model: type[BaseModel]) -> Schema:
     schema = model_schema(model)
-    # Kubernetes owns ObjectMeta; a structural schema may only say it is an object.
+    # Kubernetes owns ObjectMeta; a structural schema may only say it is an object, and bound
+    # its name (Event names derived from a Canary's must fit 253 characters).
     schema["properties"]["metadata"] = {"type": "object"}
+    if model is models.Canary:
+        schema["properties"]["metadata"]["properties"] = {
+            "name": {"type": "string", "maxLength": models.CANARY_NAME_MAX}}
     return schema
 
 
@@ -282,7 +297,7 @@ def canary_crd() -> Schema:
         _column("MaxWeight", "integer", ".spec.analysis.maxWeight", 1),
         _column("LastTransitionTime", "string", ".status.lastTransitionTime"),
     ]
-    return _crd("Canary", "canaries", models.Canary, columns, short_names=["canary", "cn"])
+    return _crd("Canary", "canaries", models.Canary, columns, short_names=["canary", "cn", "cdcanary"])
 
 
 def metric_template_crd() -> Schema:

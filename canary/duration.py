@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 
 #: What the CRD accepts for analysis.interval, metrics[].interval, webhooks[].timeout, service.timeout.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: At most 7 digits per number (and DURATION_MAX_LENGTH characters): "9999999999999h" would
+#: overflow a datetime. Each field also has a maximum value, checked by the models.
+DURATION_PATTERN = r"^([0-9]{1,7}(\.[0-9]{1,7})?(ms|s|m|h))+$"
+DURATION_MAX_LENGTH = 32
 
 _UNIT_SECONDS: dict[str, float] = {
     "ns": 1e-9,

@@ -116,6 +116,9 @@ class LeaderElector:
         self._observed_at = float("-inf")  # our clock, when that record last changed
         self._stopping = False
         self._wake = asyncio.Event()
+        # our clock: before this, watch the Lease (so that its expiry is measured from the first
+        # sighting, not from the end of the hold-off) but never write it (canary/shards.py)
+        self.hold_off_until = float("-inf")
 
     # ---- state ----------------------------------------------------------------------
 
@@ -135,6 +138,8 @@ class LeaderElector:
         now_wall = micro_time(self._wall())
         lease = await self.kube.get(API_VERSION, PLURAL, self.namespace, self.name)
         if lease is None:
+            if self._clock() < self.hold_off_until:
+                return False
             body = {
                 "apiVersion": API_VERSION,
                 "kind": "Lease",
@@ -159,6 +164,8 @@ class LeaderElector:
         now = self._clock()
         if record != self._observed:
             self._observed, self._observed_at = record, now
+        if now < self.hold_off_until:
+            return False  # holding off: observed, not claimed (not even renewed: let it expire)
         ours = record.holder == self.identity
         if record.holder and not ours and now - self._observed_at < record.duration:
             return False  # held by someone who renewed recently enough (by our clock)

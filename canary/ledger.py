@@ -8,7 +8,7 @@ Rules that keep the status small:
 * A check's query is stored only when it differs from the last query recorded for that check
   earlier in the ledger (``queries()`` resolves them). When the front is dropped, the first
   remaining mention of each check gets its query back.
-* Identical consecutive waits (``wait-*`` actions, e.g. a closed gate polled every interval)
+* Identical consecutive waits (kind ``wait``, e.g. a closed gate polled every interval)
   are merged into one entry with ``count`` and ``lastTime``; the checks show the latest values.
 * Texts are bounded: queries to ``QUERY_MAX`` and messages to ``MESSAGE_MAX`` characters,
   whitespace collapsed.
@@ -17,7 +17,7 @@ Rules that keep the status small:
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, cast, get_args
 
 from canary.models import (
     LEDGER_CHECKS_MAX,
@@ -27,26 +27,39 @@ from canary.models import (
     CanaryStatus,
     LedgerCheck,
     LedgerEntry,
+    LedgerKind,
     LedgerSummary,
     LedgerWebhook,
 )
+from canary.text import clean
 from canary.types import MetricResult, WebhookResult
 
-__all__ = ["append", "checks_of", "webhooks_of", "queries", "clip", "MERGEABLE_PREFIX"]
-
-MERGEABLE_PREFIX = "wait"
+__all__ = ["append", "checks_of", "webhooks_of", "queries", "clip", "kind_of", "command_of"]
 _SHORT = 256
 
 
 def clip(text: str | None, limit: int) -> str | None:
+    """One line of at most `limit` characters, without control characters or terminal escapes
+    (messages come from webhook and metric answers)."""
     if not text:
         return None
-    text = " ".join(str(text).split())
+    text = clean(str(text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+_JUDGED = {"verdict": "verdict", "test": "test", "statistic": "statistic", "pValue": "p_value",
+           "shift": "shift", "shiftLow": "shift_low", "shiftHigh": "shift_high",
+           "canarySamples": "canary_samples", "primarySamples": "primary_samples"}
+
+
+def _judged(m: MetricResult) -> dict[str, object]:
+    """The judge's record of a compared check as LedgerCheck fields."""
+    judged = m.judgement or {}
+    return {field: judged[key] for key, field in _JUDGED.items() if key in judged}
 
 
 def checks_of(metrics: Iterable[MetricResult] | None) -> list[LedgerCheck] | None:
@@ -59,8 +72,10 @@ def checks_of(metrics: Iterable[MetricResult] | None) -> list[LedgerCheck] | Non
             value=_finite(m.value),
             min=_finite(m.min),
             max=_finite(m.max),
-            ok=bool(m.ok and m.value is not None),
+            ok=bool(m.ok and (m.value is not None or m.judgement is not None)),
             message=clip(m.message, _SHORT),
+            dry_run=True if m.dry_run else None,
+            **_judged(m),
         )
         for m in metrics
     ][:LEDGER_CHECKS_MAX]
@@ -116,26 +131,51 @@ def _dedupe(entry: LedgerEntry, known: dict[str, str]) -> LedgerEntry:
     return entry.model_copy(update={"checks": checks})
 
 
+_KINDS: frozenset[str] = frozenset(get_args(LedgerKind))
+
+
+def kind_of(entry: LedgerEntry) -> LedgerKind | None:
+    """The kind of a ledger entry. Entries written before ``kind`` existed carry only the
+    action text; this is the one place that reads it."""
+    if entry.kind is not None:
+        return entry.kind
+    action = entry.action
+    if action.startswith("command:"):
+        return "command"
+    if action.startswith("rejected:"):
+        return "rejected"
+    if action.startswith("wait"):
+        return "wait"
+    head = action.split(" ", 1)[0]
+    return cast(LedgerKind, head) if head in _KINDS else None
+
+
+def command_of(entry: LedgerEntry) -> str | None:
+    """The command of a command or rejected entry (see kind_of for old entries)."""
+    if entry.command is not None:
+        return entry.command
+    if kind_of(entry) in ("command", "rejected") and ":" in entry.action:
+        words = entry.action.split(":", 1)[1].split()
+        return words[0] if words else None
+    return None
+
+
 def _mergeable(last: LedgerEntry, entry: LedgerEntry) -> bool:
     return (
-        entry.action.startswith(MERGEABLE_PREFIX)
+        kind_of(entry) == "wait"
         and (last.action, last.phase, last.weight, last.actor, last.message)
         == (entry.action, entry.phase, entry.weight, entry.actor, entry.message)
     )
 
 
-def _kind(action: str) -> str | None:
-    if action.startswith("advance"):
-        return "advances"
-    if action == "halt":
-        return "halts"
-    if action == "rollback":
-        return "rollbacks"
-    if action == "promote":
-        return "promotions"
-    if action.startswith(("command:", "rejected:")):
-        return "commands"
-    return None
+_SUMMARY_COUNTS: dict[str, str] = {
+    "advance": "advances",
+    "halt": "halts",
+    "rollback": "rollbacks",
+    "promote": "promotions",
+    "command": "commands",
+    "rejected": "commands",
+}
 
 
 def _summarize(summary: LedgerSummary | None, dropped: list[LedgerEntry]) -> LedgerSummary:
@@ -144,9 +184,9 @@ def _summarize(summary: LedgerSummary | None, dropped: list[LedgerEntry]) -> Led
         for key in counts:
             counts[key] = getattr(summary, key)
     for entry in dropped:
-        kind = _kind(entry.action)
-        if kind is not None:
-            counts[kind] += entry.count or 1
+        counted = _SUMMARY_COUNTS.get(kind_of(entry) or "")
+        if counted is not None:
+            counts[counted] += entry.count or 1
     return LedgerSummary(
         entries=(summary.entries if summary else 0) + len(dropped),
         first_time=summary.first_time if summary else dropped[0].time,

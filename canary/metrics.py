@@ -14,16 +14,32 @@ What feeds what:
   and count the queries that failed or found no data.
 * ``bind_kube(kube)`` and ``bind_scheduler(scheduler)`` expose counters that those objects keep
   themselves (API requests by verb, ticks waiting for a slot), read at scrape time.
+
+Every series about the operator's own health starts with ``canary_operator_`` (the process and
+Python runtime collectors add ``process_*`` and ``python_*``); series about Canaries start with
+``canary_``; ``flagger_*`` series repeat Flagger's for existing dashboards and rules. No
+``*_created`` series are exported (they double the series count and no dashboard reads them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -37,6 +53,25 @@ FLAGGER_STRATEGY = {"canary": "canary", "bluegreen": "blue-green", "ab": "ab-tes
 ALL_CHECKS = "(all)"
 
 Key = tuple[str, str]
+
+TICK_PHASES = ("queue", "observe", "webhooks", "metrics", "status", "effects", "notify")
+TIMING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def api_resource(path: str) -> str:
+    """The resource (and subresource) of an API path: "canaries/status", "deployments", "leases"."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if parts[:1] == ["api"]:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"]:
+        rest = parts[3:]
+    else:
+        return "other"
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    if not rest:
+        return "discovery"
+    return rest[0] + ("/" + rest[2] if len(rest) >= 3 else "")
 
 
 def flagger_status(phase: Phase | str) -> int:
@@ -76,6 +111,13 @@ class _Bound(Collector):
         for ns, n in sorted(per_ns.items()):
             total.add_metric([ns], float(n))
         yield total
+        # flagger_info: canary_operator_info under Flagger's name, for drop-in dashboards
+        alias = GaugeMetricFamily("flagger_info", "Operator build and settings (Flagger-compatible alias)",
+                                  labels=["version", "mesh_provider"])
+        for family in self.m.info.collect():
+            for sample in family.samples:
+                alias.add_metric([sample.labels["version"], sample.labels["mesh_provider"]], sample.value)
+        yield alias
 
 
 def _snapshot(d: Mapping) -> dict:
@@ -90,8 +132,13 @@ def _snapshot(d: Mapping) -> dict:
 
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
+        disable_created_metrics()  # process-wide: no *_created series anywhere
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # ---- process and Python runtime (process_resident_memory_bytes, open fds, GC) ----
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         # ---- Canaries -------------------------------------------------------------------
         self.info = Gauge("canary_operator_info", "Operator build and settings", ["version", "mesh_provider"], registry=r)
         self.phase = Gauge("canary_phase", "1 for the Canary's current phase, 0 for the others",
@@ -112,24 +159,33 @@ class OperatorMetrics:
             buckets=(10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400))
         self.check_value = Gauge("canary_check_value", "Last value of each metric check",
                                  ["namespace", "name", "check"], registry=r)
+        self.advisory_disagreements = Counter(
+            "canary_advisory_disagreements_total",
+            "Releases whose real outcome differed from an advisory verdict (check: a dryRun metric, "
+            "or (advisory) for an advisory Canary)", ["namespace", "name", "check"], registry=r)
+        self.advisory_agreements = Counter(
+            "canary_advisory_agreements_total",
+            "Releases whose real outcome was the one an advisory verdict said", ["namespace", "name", "check"],
+            registry=r)
         self.check_threshold = Gauge("canary_check_threshold", "Threshold of each metric check (thresholdRange)",
                                      ["namespace", "name", "check", "bound"], registry=r)
         # ---- operator health ------------------------------------------------------------
-        self.tick_seconds = Histogram("canary_reconcile_duration_seconds", "Duration of one Canary tick",
+        self.tick_seconds = Histogram("canary_operator_reconcile_duration_seconds", "Duration of one Canary tick",
                                       registry=r, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.canaries = Gauge("canary_canaries", "Canaries handled by this operator", registry=r)
-        self.queue_depth = Gauge("canary_scheduler_queue_depth",
+        self.canaries = Gauge("canary_operator_canaries", "Canaries handled by this operator", registry=r)
+        self.queue_depth = Gauge("canary_operator_scheduler_queue_depth",
                                  "Canaries whose tick is due but waiting for a free slot (--max-concurrent)",
                                  registry=r)
         self.metric_query_seconds = Histogram(
-            "canary_metric_query_duration_seconds",
+            "canary_operator_metric_query_duration_seconds",
             "Time to run the metric checks of one analysis step (all its queries)",
             registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.metric_query_errors = Counter(
-            "canary_metric_query_errors_total",
+            "canary_operator_metric_query_errors_total",
             "Metric checks whose query failed or returned no data",
             ["namespace", "name", "check"], registry=r)
-        self.alerts = Counter("canary_alerts_total", "Alerts sent to alert providers, by provider type and result",
+        self._timings(r)
+        self.alerts = Counter("canary_operator_alerts_total", "Alerts sent to alert providers, by provider type and result",
                               ["type", "result"], registry=r)
         # ---- Flagger-compatible series (for existing dashboards and alert rules) ------------
         self.flagger_status = Gauge("flagger_canary_status", "0 Progressing, 2 Failed, 1 any other phase",
@@ -146,9 +202,41 @@ class OperatorMetrics:
         self._last_phase: dict[Key, str] = {}
         self._targets: dict[Key, str] = {}  # canary -> targetRef.name (Flagger's `name` label)
         self._checks: dict[Key, set[str]] = {}
+        self._advisory_checks: dict[Key, set[str]] = {}
         self._run_start: dict[Key, datetime] = {}
         self._kube: Any = None
         r.register(_Bound(self))
+
+    # ---- where a tick's time goes (issue 12) ---------------------------------------------
+
+    def _timings(self, r: CollectorRegistry) -> None:
+        self.tick_phase_seconds = Histogram(
+            "canary_operator_tick_phase_duration_seconds",
+            "Time spent in each phase of a tick: queue (waiting for a slot), observe, webhooks, "
+            "metrics (queries), status (the status write), effects (routes, scale, promote), notify",
+            ["phase"], registry=r, buckets=TIMING_BUCKETS)
+        self.api_request_seconds = Histogram(
+            "canary_operator_api_request_duration_seconds",
+            "Kubernetes API request latency as the operator sees it, by verb and resource",
+            ["verb", "resource"], registry=r, buckets=TIMING_BUCKETS)
+        for phase in TICK_PHASES:
+            self.tick_phase_seconds.labels(phase)
+
+    @contextlib.contextmanager
+    def time_phase(self, name: str) -> Iterator[None]:
+        """Time one phase of a tick (canary_operator_tick_phase_duration_seconds{phase})."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.tick_phase_seconds.labels(name).observe(time.perf_counter() - started)
+
+    def observe_phase(self, name: str, seconds: float) -> None:
+        self.tick_phase_seconds.labels(name).observe(max(seconds, 0.0))
+
+    def observe_api(self, verb: str, path: str, seconds: float) -> None:
+        """Kube.on_request: one API request's latency; the resource is read from the path."""
+        self.api_request_seconds.labels(verb, api_resource(path)).observe(max(seconds, 0.0))
 
     # ---- sources read at scrape time ----------------------------------------------------
 
@@ -161,7 +249,7 @@ class OperatorMetrics:
         return getattr(kube, "requests", None) or {}
 
     def bind_scheduler(self, scheduler: Any) -> None:
-        """canary_scheduler_queue_depth reads `scheduler.waiting` at scrape time."""
+        """canary_operator_scheduler_queue_depth reads `scheduler.waiting` at scrape time."""
         self.queue_depth.set_function(lambda: float(getattr(scheduler, "waiting", 0) or 0))
 
     # ---- Canaries ---------------------------------------------------------------------
@@ -188,6 +276,27 @@ class OperatorMetrics:
         self.flagger_weight.labels(target, canary.namespace).set(status.canary_weight)
         self.flagger_weight.labels(f"{target}-primary", canary.namespace).set(100 - status.canary_weight)
         self._transition(canary, key, old, status)
+        self._tallies(key, old, status)
+
+    def _tallies(self, key: Key, old: CanaryStatus, new: CanaryStatus) -> None:
+        """status.advisory.tallies only grow: count what this decision added (once, also across
+        restarts: the pair of statuses says it)."""
+        if new.advisory is None or not new.advisory.tallies:
+            return
+        before = {t.check: t for t in (old.advisory.tallies or [])} if old.advisory is not None else {}
+        seen = self._advisory_checks.setdefault(key, set())
+        for tally in new.advisory.tallies:
+            prior = before.get(tally.check)
+            if tally.check not in seen:
+                seen.add(tally.check)
+                self.advisory_disagreements.labels(*key, tally.check)
+                self.advisory_agreements.labels(*key, tally.check)
+            for counter, now, then in (
+                    (self.advisory_disagreements, tally.disagreed, prior.disagreed if prior else 0),
+                    (self.advisory_agreements, tally.agreed, prior.agreed if prior else 0)):
+                added = (now or 0) - (then or 0)
+                if added > 0:
+                    counter.labels(*key, tally.check).inc(added)
 
     def _transition(self, canary: Canary, key: Key, old: CanaryStatus, new: CanaryStatus) -> None:
         if new.phase == Phase.PROGRESSING and old.phase != Phase.PROGRESSING:
@@ -275,6 +384,9 @@ class OperatorMetrics:
             self.phase.remove(namespace, name, p)
         for g in (self.weight, self.failed_checks, self.phase_code):
             g.remove(namespace, name)
+        for check in self._advisory_checks.pop(key, set()):
+            self.advisory_disagreements.remove(namespace, name, check)
+            self.advisory_agreements.remove(namespace, name, check)
         checks = self._checks.pop(key, set())
         for check in checks:
             self.check_value.remove(namespace, name, check)

@@ -26,7 +26,7 @@ A missing ``spec.replicas`` means 1, as the API server defaults it.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Mapping
 
 from canary.types import Readiness, Ready
 
@@ -55,6 +55,16 @@ def _condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if isinstance(cond, dict) and cond.get("type") == type_:
             return cond
     return None
+
+
+def unavailable_for(dep: Mapping[str, Any] | None, now: datetime, seconds: float) -> bool:
+    """The Deployment's Available condition has been False for at least `seconds` (an
+    unreadable transition time counts as long enough)."""
+    cond = _condition(dict((dep or {}).get("status") or {}), "Available")
+    if cond is None or cond.get("status") != "False":
+        return False
+    since = _parse_time(cond.get("lastTransitionTime"))
+    return since is None or (now - since).total_seconds() >= seconds
 
 
 def deployment_readiness(

@@ -1,135 +1,105 @@
-"""One tick of one Canary: observe, ask the engine, apply its actions, write the status.
+"""One tick of one Canary: observe, decide, write the decision, then act on it.
 
-This is the only place where the pure engine meets I/O. It reads workloads and routes
-from watch caches (never a GET per tick), runs exactly the checks the engine asks for,
-applies the actions in order and patches the status only when it changed. A failing
-action stops the tick without writing the status, so the next tick starts again from
-what is really in the cluster.
+This is the only place where the pure engine meets I/O. Its crash-safety contract (see
+docs/design.md, "Crash safety"):
 
-Command annotations (canary.dev/promote, abort, ...) are read into the Observation; the
-engine decides them. The order that makes them act once:
+1. **Observe** from the watch caches (a cache miss is read through with a GET, so a cold cache
+   after a restart is never taken for a missing object), and run exactly the checks the engine
+   asks for.
+2. **Decide**: `engine.step` returns the next status, the effects (Initialize, SetRoutes,
+   ScaleTarget, Promote) and the notifications (Events, alerts, notify webhooks).
+3. **Write the intent**: the status is written *before* any effect, conditionally on the
+   resourceVersion the tick read (a replica that lost its Lease, or an older copy of the Canary,
+   gets a 409 and acts on nothing). A tick that stops after this write is completed by the next
+   one: the engine compares the status with what the API server shows (routes, the primary's
+   revision, the target's scale) and emits again whatever is not done. Every effect is
+   idempotent.
+4. **Apply the effects** in order. A Promote copies the target only if its template (and
+   tracked configs) is still exactly the revision that was analysed.
+5. **Notify** (events, alerts, post-rollout webhooks): only for a decision that was written.
+6. **Clear** decided command annotations with a merge patch carrying the resourceVersion just
+   written (a conflict leaves the annotation; its id is recorded in status, so it is only cleared
+   the next time, never acted on twice).
 
-1. the engine decides (and records the annotation value's id in status.consumedCommands),
-2. the actions are applied,
-3. the status is written (with that id),
-4. the decided annotations are removed with one merge patch that carries the
-   resourceVersion of the object just written (a conflict means the Canary changed, maybe
-   a new command: the annotation is left for the next tick).
-
-A crash before 3 repeats 1-2 on the next tick from what is really in the cluster (the
-actions are idempotent: set routes, scale, copy the template). A crash between 3 and 4
-leaves an annotation whose id is already recorded: the next tick only removes it.
+A tick whose status did not change writes nothing; if it still has effects (completing an
+earlier intent), it first confirms with a GET that the Canary is still there, unchanged.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Mapping
 
 from pydantic import ValidationError
 
-from canary import engine
-from canary.commands import parse_annotations
-from canary.adapters import prometheus, webhooks
-from canary.adapters.events import EventRecorder
-from canary.adapters.kube import ApiError, Kube
-from canary.adapters.autoscaler import Autoscalers
-from canary.adapters.configs import ConfigCopier, tracked_configs_of
-from canary.adapters.workload import WorkloadError, Workloads, primary_name
-from canary.models import Canary, CanaryStatus, Condition
-from canary.readiness import deployment_readiness
-from canary.revision import revision as make_revision
-from canary.revision import template_hash
-from canary.routers.base import Router, RouterError
-from canary.types import (
-    Alert,
-    CallWebhooks,
-    Event,
-    Initialize,
-    Observation,
-    Promote,
-    Routes,
-    ScaleTarget,
-    SetRoutes,
-    WorkloadState,
+from canary import engine, security
+from canary.adapters.kube import ApiError, InvalidName, Kube
+from canary.adapters.workload import WorkloadError
+from canary.cluster import (  # noqa: F401  (re-exported: the reconciler's public face)
+    RETRY_AFTER_ERROR,
+    Caches,
+    Deps,
+    Gone,
+    StaleRevision,
+    _interval,
+    _secret_lookup,
+    _template_lookup,
+    apply,
+    observe,
+    primary_revision_of,
+    run_checks,
+    timed,
 )
+from canary.models import Canary, CanaryStatus, Condition
+from canary.routers.base import Router, RouterError
+from canary.types import EFFECTS, Initialize
 
 log = logging.getLogger("canary.reconciler")
 
-RETRY_AFTER_ERROR = 5.0  # seconds before a tick that failed on I/O is tried again
+RETRY_AFTER_CONFLICT = 0.2  # our copy of the Canary was old: start again from the newer one
 INVALID_RECHECK = 60.0
 
 
-class Caches(Protocol):
-    """Read access to what the watches already hold."""
-
-    def deployment(self, namespace: str, name: str) -> dict | None: ...
-
-    def metric_template(self, namespace: str, name: str) -> dict | None: ...
-
-    def config(self, kind: str, namespace: str, name: str) -> dict | None: ...
-
-
-@dataclass
-class Deps:
-    kube: Kube
-    workloads: Workloads
-    router_for: Callable[[Canary], Router]
-    events: EventRecorder
-    metrics_server: str = "http://prometheus:9090"
-    mesh_provider: str = "istio"
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
-    on_decision: Callable[[Canary, CanaryStatus], None] | None = None  # operator metrics hook
-    on_alert: Callable[[Canary, Alert], Awaitable[None]] | None = None
-    configs: ConfigCopier | None = None  # copies of tracked ConfigMaps/Secrets for the primary
-    autoscalers: Autoscalers | None = None  # the primary HPA
-    observe_metrics: Callable[[Canary, Awaitable[Any]], Awaitable[Any]] | None = None  # check values, query latency
-
-
-def _workload_state(dep: dict | None, now: datetime, threshold: int, deadline: int, *,
-                    zero_replicas_ready: bool = True) -> WorkloadState | None:
-    if dep is None:
-        return None
-    spec = dep.get("spec") or {}
-    status = dep.get("status") or {}
-    return WorkloadState(
-        name=dep["metadata"]["name"],
-        readiness=deployment_readiness(dep, now, threshold, deadline, zero_replicas_ready=zero_replicas_ready),
-        replicas=int(spec.get("replicas") or 0),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-    )
-
-
-def status_of(obj: Mapping[str, Any]) -> CanaryStatus:
+def status_of(obj: Mapping[str, Any]) -> CanaryStatus | None:
+    """The Canary's status; None when it does not validate (it is then never replaced by a blank
+    one: a blank status would re-initialize and record the running revision as promoted)."""
     raw = obj.get("status") or {}
     try:
         return CanaryStatus.model_validate(raw)
     except ValidationError:
-        return CanaryStatus()
+        return None
 
 
 async def write_status(kube: Kube, canary_obj: Mapping[str, Any], old: CanaryStatus,
                        new: CanaryStatus) -> dict | None:
-    """Patch the status subresource if, and only if, it changed; return the object as written."""
+    """Patch the status subresource if, and only if, it changed; return the object as written.
+
+    The patch carries the resourceVersion the tick read: if the Canary changed since (another
+    replica acted, a user edited it), the API server answers 409 and nothing is written."""
     if new == old or new.dump() == old.dump():  # (==: cheap when the ledger entries are shared)
         return None
     meta = canary_obj["metadata"]
+    previous = canary_obj.get("status")
+    body: dict[str, Any] = {"status": new.to_patch(previous if isinstance(previous, Mapping) else None)}
+    if meta.get("resourceVersion"):
+        body["metadata"] = {"resourceVersion": meta["resourceVersion"]}
     return await kube.patch(
         "canary.dev/v1beta1",
         "canaries",
         meta["namespace"],
         meta["name"],
-        {"status": new.to_patch()},
+        body,
         subresource="status",
     )
-    return True
 
 
 async def report_invalid(deps: Deps, obj: Mapping[str, Any], message: str) -> dict | None:
     """Bad input: a status condition and a Warning event, never a change to traffic."""
     old = status_of(obj)
+    if old is None:
+        return None
     new = old.model_copy(deep=True)
     now = deps.clock()
     cond = Condition(type="Valid", status="False", reason="InvalidSpec", message=message,
@@ -138,7 +108,7 @@ async def report_invalid(deps: Deps, obj: Mapping[str, Any], message: str) -> di
     if prev and prev.status == "False" and prev.message == message:
         return None  # already reported
     new.conditions = [c for c in new.conditions if c.type != "Valid"] + [cond]
-    await deps.events.emit(dict(obj), "Warning", "InvalidSpec", message, now)
+    await _notify(deps.events.emit(dict(obj), "Warning", "InvalidSpec", message, now))
     try:
         return await write_status(deps.kube, obj, old, new)
     except ApiError as e:
@@ -146,8 +116,26 @@ async def report_invalid(deps: Deps, obj: Mapping[str, Any], message: str) -> di
         return None
 
 
-def _interval(canary: Canary) -> float:
-    return canary.spec.analysis.interval_seconds if canary.spec.analysis else 60.0
+async def report_bad_status(deps: Deps, obj: Mapping[str, Any]) -> None:
+    """A status that does not validate: say so (a Warning event, once per resourceVersion) and
+    act on nothing until a person fixes or removes it."""
+    meta = obj.get("metadata") or {}
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    if deps.bad_status_reported.get(key) == meta.get("resourceVersion"):
+        return
+    deps.bad_status_reported[key] = meta.get("resourceVersion")
+    message = ("status does not validate; the operator acts on nothing until it is fixed or removed "
+               "(kubectl patch --subresource=status)")
+    log.error("%s/%s: %s", key[0], key[1], message)
+    await _notify(deps.events.emit(dict(obj), "Warning", "InvalidStatus", message, deps.clock()))
+
+
+async def _notify(coro: Awaitable[Any]) -> None:
+    """A notification never fails a tick whose decision is already written."""
+    try:
+        await coro
+    except Exception as e:  # noqa: BLE001 - events and alerts are best effort
+        log.warning("notification failed: %s", e)
 
 
 def _route_condition(status: CanaryStatus, problem: str | None, now: datetime) -> None:
@@ -174,104 +162,44 @@ def _validation_message(err: ValidationError) -> str:
     return "invalid Canary spec: " + "; ".join(parts)
 
 
-async def observe(deps: Deps, canary: Canary, caches: Caches, router: Router, now: datetime) -> Observation:
-    ns = canary.namespace
-    spec = canary.spec
-    analysis = spec.analysis
-    canary_threshold = analysis.canary_ready_threshold_value if analysis else 100
-    primary_threshold = analysis.primary_ready_threshold_value if analysis else 100
-    target_obj = caches.deployment(ns, spec.target_ref.name)
-    primary_obj = caches.deployment(ns, primary_name(canary))
-    target = _workload_state(target_obj, now, canary_threshold, spec.progress_deadline)
-    primary = _workload_state(primary_obj, now, primary_threshold, spec.progress_deadline,
-                              zero_replicas_ready=False)
-    rev = ""
-    tracked: dict[str, str] = {}
-    problems: list[str] = []
-    if target_obj is not None:
-        tracked, problems = tracked_configs_of(target_obj, _config_lookup(caches, ns))
-        rev = make_revision(template_hash((target_obj.get("spec") or {}).get("template") or {}), tracked)
-    routes: Routes | None = await router.get_routes(canary)
-    commands = parse_annotations(canary.metadata.get("annotations"))
-    return Observation(now=now, target=target, primary=primary, revision=rev, routes=routes,
-                       tracked_configs=tracked, error="; ".join(problems) or None, commands=commands)
-
-
-def _config_lookup(caches: Caches, namespace: str):
-    return lambda kind, name: caches.config(kind, namespace, name)
-
-
-async def _config_copies(deps: Deps, canary: Canary, caches: Caches, target: Mapping[str, Any],
-                         tracked: Mapping[str, str] | None, init: bool) -> dict[str, str]:
-    """Sync the primary's copies of the tracked configs; {} when nothing is tracked."""
-    lookup = _config_lookup(caches, canary.namespace)
-    if tracked is None:
-        tracked = tracked_configs_of(target, lookup)[0]
-    if not tracked or deps.configs is None:
-        return {}
-    return await deps.configs.sync(canary, canary.namespace, tracked, lookup, init=init)
-
-
-async def run_checks(deps: Deps, canary: Canary, status: CanaryStatus, obs: Observation, caches: Caches) -> Observation:
-    plan = engine.plan(canary, status, obs)
-    hook_results: list = []
-    for hook_type in plan.webhooks:
-        hook_results.extend(await webhooks.call_webhooks(canary, hook_type, status.phase.value, obs.revision))
-    metrics = None
-    if plan.metrics:
-        run = prometheus.run_metrics(canary, deps.metrics_server, caches.metric_template,
-                                     mesh_provider=deps.mesh_provider)
-        metrics = await (deps.observe_metrics(canary, run) if deps.observe_metrics else run)
-    return replace(obs, webhooks=tuple(hook_results), metrics=metrics)
-
-
-async def apply(deps: Deps, canary: Canary, obj: Mapping[str, Any], router: Router, caches: Caches,
-                action: Any, now: datetime, obs: Observation | None = None) -> None:
-    ns = canary.namespace
-    tracked = obs.tracked_configs if obs is not None else None
-    if isinstance(action, Initialize):
-        target = caches.deployment(ns, canary.spec.target_ref.name)
-        if target is None:
-            return
-        copies = await _config_copies(deps, canary, caches, target, tracked, init=True)
-        await deps.workloads.initialize(canary, target, revision=(obs.revision if obs else None) or None,
-                                        config_copies=copies)
-        if deps.autoscalers is not None:
-            await deps.autoscalers.reconcile(canary, init=True)
-        await router.reconcile(canary)
-    elif isinstance(action, SetRoutes):
-        await router.set_routes(canary, Routes(action.primary, action.canary, action.mirror))
-    elif isinstance(action, ScaleTarget):
-        target = caches.deployment(ns, canary.spec.target_ref.name)
-        if target is not None:
-            await deps.workloads.scale_target(canary, target, up=action.up)
-    elif isinstance(action, Promote):
-        target = caches.deployment(ns, canary.spec.target_ref.name)
-        if target is not None:
-            copies = await _config_copies(deps, canary, caches, target, tracked, init=False)
-            await deps.workloads.promote(canary, target, action.revision, config_copies=copies)
-            if deps.autoscalers is not None:
-                await deps.autoscalers.reconcile(canary, init=False)
-    elif isinstance(action, Event):
-        await deps.events.emit(dict(obj), action.type, action.reason, action.message, now)
-        await webhooks.send_event(canary, action.message, action.type, (canary.status or CanaryStatus()).phase.value,
-                                  (canary.status or CanaryStatus()).last_applied_spec or "")
-    elif isinstance(action, Alert):
-        if deps.on_alert is not None:
-            await deps.on_alert(canary, action)
-        else:
-            log.info("alert %s for %s/%s: %s", action.severity, ns, canary.name, action.message)
-    elif isinstance(action, CallWebhooks):
-        await webhooks.call_webhooks(canary, action.type, action.phase, canary.status.last_applied_spec
-                                     if canary.status else "", stop_early=False)
-    else:  # pragma: no cover - the engine only emits the types above
-        raise TypeError(f"unknown action {action!r}")
-
-
 @dataclass(frozen=True)
 class TickResult:
     wake_after: float
     written: dict | None = None  # the Canary as our status patch left it (newer than the watch's copy)
+    gone: bool = False  # the Canary is gone (or is another object now): stop its loop
+
+
+async def _confirm(deps: Deps, obj: Mapping[str, Any]) -> dict:
+    """Before effects that no status write of this tick fenced: the Canary is still there, the
+    same object, not being deleted, and unchanged since it was read."""
+    meta = obj.get("metadata") or {}
+    fresh = await deps.kube.get("canary.dev/v1beta1", "canaries", meta.get("namespace"), meta.get("name"))
+    fmeta = (fresh or {}).get("metadata") or {}
+    if fresh is None or fmeta.get("uid") != meta.get("uid") or fmeta.get("deletionTimestamp"):
+        raise Gone(f"canary {meta.get('namespace')}/{meta.get('name')} is gone or being deleted")
+    if fmeta.get("resourceVersion") != meta.get("resourceVersion"):
+        raise ApiError(409, "Conflict", "the Canary changed since it was read")
+    return fresh
+
+
+async def _decide(deps: Deps, canary: Canary, obj: Mapping[str, Any], status: CanaryStatus, router: Router,
+                  caches: Caches, now: datetime):
+    gen = (obj.get("metadata") or {}).get("generation")
+    if (gen is not None and status.observed_generation != int(gen) and not canary.spec.suspend
+            and status.phase.value not in ("", "Initializing")):
+        # the spec changed (or we restarted): bring Services and routes in line, weights kept
+        await apply(deps, canary, obj, router, caches, Initialize(), now)
+    with timed(deps, "observe"):
+        obs = await observe(deps, canary, caches, router, now)
+    obs = await run_checks(deps, canary, status, obs, caches)
+    decision = engine.step(canary, status, obs)
+    new = decision.status
+    _clear_invalid(new)
+    if hasattr(router, "status_problem"):
+        _route_condition(new, await router.status_problem(canary), now)
+    if gen is not None:
+        new.observed_generation = int(gen)
+    return obs, decision, new
 
 
 async def reconcile(deps: Deps, obj: Mapping[str, Any], caches: Caches) -> TickResult:
@@ -282,49 +210,110 @@ async def reconcile(deps: Deps, obj: Mapping[str, Any], caches: Caches) -> TickR
     decide the same transition twice.
     """
     now = deps.clock()
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return TickResult(INVALID_RECHECK)  # being deleted: only the revert handler (or GC) acts
+    status = status_of(obj)
+    if status is None:
+        await report_bad_status(deps, obj)
+        return TickResult(INVALID_RECHECK)
     try:
         canary = Canary.from_obj(dict(obj))
     except ValidationError as e:
         return TickResult(INVALID_RECHECK, await report_invalid(deps, obj, _validation_message(e)))
-    if canary.spec.suspend:
-        return TickResult(INVALID_RECHECK)
-    status = status_of(obj)
+    refused = security.refusal(canary)  # the operator's policy (--no-cross-namespace-refs)
+    rivals = deps.rivals(canary) if deps.rivals is not None else []
+    if rivals and not refused:
+        refused = (f"Deployment {canary.namespace}/{canary.spec.target_ref.name} is already the target of "
+                   f"Canary {rivals[0]}: one Deployment has one Canary (a second one would promote past "
+                   "the first one's analysis); this Canary acts on nothing")
+    if refused:
+        return TickResult(INVALID_RECHECK, await report_invalid(deps, obj, refused))
     router = deps.router_for(canary)
-    gen = (obj.get("metadata") or {}).get("generation")
+    where = f"{canary.namespace}/{canary.name}"
+    # 1-2. observe and decide (nothing is changed yet but idempotent object upkeep)
     try:
-        if gen is not None and status.observed_generation != int(gen) and status.phase.value not in ("", "Initializing"):
-            # the spec changed (or we restarted): bring Services and routes in line, weights kept
-            await apply(deps, canary, obj, router, caches, Initialize(), now)
-        obs = await observe(deps, canary, caches, router, now)
-        obs = await run_checks(deps, canary, status, obs, caches)
-        decision = engine.step(canary, status, obs)
-        for action in decision.actions:
-            await apply(deps, canary, obj, router, caches, action, now, obs)
-    except (WorkloadError, RouterError) as e:
+        obs, decision, new = await _decide(deps, canary, obj, status, router, caches, now)
+    except (WorkloadError, RouterError, InvalidName) as e:
         # the spec cannot be realised as written: say so, touch nothing else
         return TickResult(max(RETRY_AFTER_ERROR, _interval(canary)), await report_invalid(deps, obj, str(e)))
     except ApiError as e:
-        msg = f"{canary.namespace}/{canary.name}: {e}"
-        log.error("tick failed: %s", msg)
-        await deps.events.emit(dict(obj), "Warning", "ApiError", str(e), now)
+        log.error("tick of %s failed: %s", where, e)
+        await _notify(deps.events.emit(dict(obj), "Warning", "ApiError", str(e), now))
         return TickResult(RETRY_AFTER_ERROR)
-    new = decision.status
-    _clear_invalid(new)
-    if hasattr(router, "status_problem"):
-        _route_condition(new, await router.status_problem(canary), now)
-    if gen is not None:
-        new.observed_generation = int(gen)
+    effects = [a for a in decision.actions if isinstance(a, EFFECTS)]
+    notes = [a for a in decision.actions if not isinstance(a, EFFECTS)]
+    # 3. the decision is on the API server before any of its effects (write-ahead intent)
     try:
-        written = await write_status(deps.kube, obj, status, new)
+        with timed(deps, "status"):
+            written = await write_status(deps.kube, obj, status, new)
     except ApiError as e:
-        log.error("status write failed for %s/%s: %s", canary.namespace, canary.name, e)
+        if e.status == 404:
+            return TickResult(RETRY_AFTER_ERROR, gone=True)
+        if e.status == 409:
+            log.info("status of %s not written, the Canary changed meanwhile: deciding again", where)
+            return TickResult(RETRY_AFTER_CONFLICT)
+        log.error("status write failed for %s: %s", where, e)
         return TickResult(RETRY_AFTER_ERROR)
-    if deps.on_decision is not None:
+    if deps.on_decision is not None and written is not None:
         deps.on_decision(canary, new)
+    base = written or obj
+    # 4. the effects; whatever is not done is emitted again by the next tick
+    try:
+        with timed(deps, "effects"):
+            if written is None and effects:
+                await _confirm(deps, obj)
+            for action in effects:
+                await apply(deps, canary, base, router, caches, action, now, obs)
+    except Gone as e:
+        log.info("%s", e)
+        return TickResult(RETRY_AFTER_ERROR, written, gone=True)
+    except StaleRevision as e:
+        log.warning("%s: %s", where, e)
+        return TickResult(RETRY_AFTER_CONFLICT, written)
+    except (WorkloadError, RouterError, InvalidName) as e:
+        written = await _tell_routed(deps, canary, router, written, new) or written
+        return TickResult(max(RETRY_AFTER_ERROR, _interval(canary)),
+                          await report_invalid(deps, written or base, str(e)) or written)
+    except ApiError as e:
+        if e.status == 409:
+            return TickResult(RETRY_AFTER_CONFLICT, written)
+        log.error("tick of %s failed after its decision was written (the next tick completes it): %s", where, e)
+        written = await _tell_routed(deps, canary, router, written, new) or written
+        await _notify(deps.events.emit(dict(base), "Warning", "ApiError", str(e), now))
+        return TickResult(RETRY_AFTER_ERROR, written)
+    # 5. tell people, only about a decision that was written
+    if written is not None and notes:
+        with timed(deps, "notify"):
+            for action in notes:
+                await _notify(apply(deps, canary, base, router, caches, action, now, obs))
+    # 6. clear the decided command annotations
     if decision.clear:
-        cleared = await clear_commands(deps.kube, written or obj, decision.clear)
+        cleared = await clear_commands(deps.kube, base, decision.clear)
         written = cleared or written
     return TickResult(decision.wake_after, written)
+
+
+async def _tell_routed(deps: Deps, canary: Canary, router: Router, written: dict | None,
+                       new: CanaryStatus) -> dict | None:
+    """An effect failed after its decision was written: status.canaryWeight goes back to the
+    weight really routed (I6), while status.intent keeps what the decision asked, for the next
+    tick to complete."""
+    if written is None:
+        return None
+    try:
+        routes = await router.get_routes(canary)
+    except Exception:  # noqa: BLE001 - best effort; the next tick tells the truth anyway
+        return None
+    routed = routes.canary if routes is not None else 0
+    if routed == new.canary_weight:
+        return None
+    meta = written.get("metadata") or {}
+    try:
+        return await deps.kube.patch("canary.dev/v1beta1", "canaries", canary.namespace, canary.name,
+                                     {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+                                      "status": {"canaryWeight": routed}}, subresource="status")
+    except ApiError:
+        return None
 
 
 async def clear_commands(kube: Kube, obj: Mapping[str, Any], keys: tuple[str, ...]) -> dict | None:

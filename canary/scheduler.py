@@ -5,6 +5,13 @@ Canary (or its namespace) whenever the operator is down. Here the Canary objects
 the watch (kopf on.event), the latest version always replaces the previous one, and a
 global semaphore bounds how many ticks run at once.
 
+Tenants are isolated: a namespace holds at most `max_per_namespace` of the slots (taken before
+a global one, so a namespace's queue holds no global slot), and every tick has a deadline
+(`tick_timeout`): fifty black-holed webhooks in one namespace cannot stop a Canary of another
+namespace from rolling back. The Canary is read after the slot is taken, so a tick never acts on
+a spec or a command that was replaced while it queued. A tick cut at its deadline is like a
+crash: its decision, if written, is completed by the next tick.
+
 The scheduler can be paused (a replica that is not the leader, see canary/leader.py): the
 per-Canary tasks keep receiving objects but start no tick until `resume()`; `pause()` also
 cancels the ticks in flight, so a replica that lost its lease stops writing at once.
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping
 
 if TYPE_CHECKING:
@@ -25,6 +33,10 @@ log = logging.getLogger("canary.scheduler")
 
 Key = tuple[str, str]  # (namespace, name)
 Tick = Callable[[Mapping], Awaitable["TickResult"]]
+
+
+class TickTimeout(Exception):
+    """A tick ran past its deadline and was cancelled."""
 
 
 def _rv(obj: Mapping | None) -> int | None:
@@ -49,8 +61,13 @@ def _spec_changed(old: Mapping, new: Mapping) -> bool:
 
 
 class Scheduler:
-    def __init__(self, tick: Tick, max_concurrent: int = 50, min_wait: float = 0.05, max_wait: float = 60.0):
+    def __init__(self, tick: Tick, max_concurrent: int = 50, min_wait: float = 0.05, max_wait: float = 60.0,
+                 max_per_namespace: int | None = None, tick_timeout: float = 120.0):
         self._tick = tick
+        self._per_namespace = max_per_namespace or max(1, max_concurrent // 5)
+        self._ns_sems: dict[str, asyncio.Semaphore] = {}
+        self.tick_timeout = tick_timeout
+        self.timeouts = 0  # ticks cut at their deadline
         self._objects: dict[Key, Mapping] = {}
         self._wake: dict[Key, asyncio.Event] = {}
         self._tasks: dict[Key, asyncio.Task] = {}
@@ -64,6 +81,7 @@ class Scheduler:
         self._min_wait = min_wait
         self._max_wait = max_wait
         self.ticks = 0
+        self.on_queue_wait: Callable[[float], None] | None = None  # seconds a due tick waited for its slots
 
     # ---- fed by watches ---------------------------------------------------------
 
@@ -89,14 +107,21 @@ class Scheduler:
 
     def remove(self, namespace: str, name: str) -> None:
         key = (namespace, name)
+        task = self._tasks.get(key)
+        self._forget(key)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _forget(self, key: Key) -> None:
         self._objects.pop(key, None)
         for k, v in list(self._targets.items()):
             if v == key:
                 del self._targets[k]
-        task = self._tasks.pop(key, None)
+        self._tasks.pop(key, None)
         self._wake.pop(key, None)
-        if task is not None:
-            task.cancel()
+
+    def keys(self) -> list[Key]:
+        return list(self._objects)
 
     def wake_target(self, namespace: str, target: str) -> None:
         """A watched workload changed: wake the Canary that targets it, if any."""
@@ -136,6 +161,24 @@ class Scheduler:
                     cancelled += 1
         return cancelled
 
+    def cancel_where(self, pred: Callable[[Key], bool]) -> int:
+        """Cancel the running ticks of the Canaries `pred` selects (a shard this replica lost)."""
+        cancelled = 0
+        for key, task in list(self._inflight.items()):
+            if pred(key) and not task.done():
+                task.cancel()
+                cancelled += 1
+        return cancelled
+
+    def wake_where(self, pred: Callable[[Key], bool]) -> int:
+        """Wake the Canaries `pred` selects (a shard this replica just took)."""
+        woken = 0
+        for key, ev in list(self._wake.items()):
+            if pred(key):
+                ev.set()
+                woken += 1
+        return woken
+
     def resume(self) -> None:
         if not self._closing:
             self._active.set()
@@ -156,17 +199,30 @@ class Scheduler:
     # ---- the per-Canary loop ----------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _slot(self):
-        """One of the max_concurrent tick slots; `waiting` counts the loops queued for one."""
+    async def _slot(self, namespace: str):
+        """One of the namespace's slots, then one of the max_concurrent tick slots; `waiting`
+        counts the loops queued for one."""
+        ns_sem = self._ns_sems.get(namespace)
+        if ns_sem is None:
+            ns_sem = self._ns_sems[namespace] = asyncio.Semaphore(self._per_namespace)
         self.waiting += 1
+        queued = time.perf_counter()
         try:
-            await self._sem.acquire()
+            await ns_sem.acquire()
+            try:
+                await self._sem.acquire()
+            except BaseException:
+                ns_sem.release()
+                raise
         finally:
             self.waiting -= 1
+        if self.on_queue_wait is not None:
+            self.on_queue_wait(time.perf_counter() - queued)
         try:
             yield
         finally:
             self._sem.release()
+            ns_sem.release()
 
     async def _run_tick(self, key: Key, obj: Mapping) -> "TickResult | None":
         """The tick as its own task, so that `pause()` can cancel it without ending the loop.
@@ -174,7 +230,13 @@ class Scheduler:
         task = asyncio.create_task(self._tick(obj), name=f"tick:{key[0]}/{key[1]}")
         self._inflight[key] = task
         try:
-            await asyncio.wait({task})
+            done, _ = await asyncio.wait({task}, timeout=self.tick_timeout)
+            if not done:
+                task.cancel()
+                await asyncio.wait({task})
+                self.timeouts += 1
+                log.warning("tick of %s/%s cut at its deadline of %.0fs", *key, self.tick_timeout)
+                raise TickTimeout()
         except asyncio.CancelledError:  # the loop itself is being stopped
             task.cancel()
             raise
@@ -192,12 +254,14 @@ class Scheduler:
                 continue  # re-read: the Canary may have changed or gone meanwhile
             wake = self._wake[key]
             wake.clear()
-            obj = self._objects[key]
             try:
-                async with self._slot():
+                async with self._slot(key[0]):
                     if not self._active.is_set():
                         continue  # paused while waiting for a slot
-                    result = await self._run_tick(key, obj)
+                    obj = self._objects.get(key)
+                    if obj is None:
+                        break  # removed while it queued
+                    result = await self._run_tick(key, obj)  # the newest copy, read now
                 if result is None:
                     log.info("tick of %s/%s cancelled (paused)", *key)
                     continue
@@ -206,6 +270,12 @@ class Scheduler:
                 held = self._objects.get(key)
                 if result.written is not None and held is not None and not is_older(result.written, held):
                     self._objects[key] = result.written
+                if getattr(result, "gone", False):
+                    log.info("%s/%s is gone: its loop stops", *key)
+                    self._forget(key)
+                    return
+            except TickTimeout:
+                wait = 1.0
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one Canary's tick must not stop the others

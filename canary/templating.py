@@ -28,6 +28,13 @@ query that renders here also renders in Flagger:
 A missing variable key, an unknown function, ``.field`` / ``$var`` references, pipelines,
 ``if``/``range`` and an unclosed ``{{`` raise :class:`TemplateError`.
 
+``{{ variables.K }}`` values come from the Canary, so from whoever may edit it, and are escaped
+for where they land in the PromQL (Flagger pastes them raw): inside ``"..."`` or ``'...'`` as
+a string literal's content (quotes, backslashes and control characters escaped), inside a raw
+```...``` string refused if they hold a backtick, inside a ``#`` comment without line breaks,
+and anywhere else (a range, a number, a metric name) only when made of letters, digits, ``_``,
+``.`` and ``:``. A value can therefore never end a string, add a matcher or rewrite the query.
+
 ``collapse_whitespace`` reproduces what Flagger's Prometheus client does to a query before
 sending it: every run of whitespace becomes a single space (we also strip both ends).
 """
@@ -186,6 +193,78 @@ def _find_close(text: str, start: int) -> int:
     return -1
 
 
+# ---- PromQL context of a substitution ---------------------------------------------------------
+
+_BARE_SAFE = re.compile(r"[A-Za-z0-9_.:]*")
+
+
+def _scan(state: str | None, text: str) -> str | None:
+    """The PromQL lexical state after `text`, starting in `state`: None (expression), a quote
+    character ('"', "'", '`') inside a string, or "#" inside a comment."""
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if state is None:
+            if ch in "\"'`#":
+                state = ch
+        elif state == "#":
+            if ch == "\n":
+                state = None
+        elif state == "`":
+            if ch == "`":
+                state = None
+        elif ch == "\\":
+            i += 1  # an escaped character inside "..." or '...'
+        elif ch == state:
+            state = None
+        i += 1
+    return state
+
+
+def _quoted(value: str, quote: str) -> str:
+    out = []
+    for ch in value:
+        if ch == "\\" or ch == quote:
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def escape_for(value: str, state: str | None, key: str) -> str:
+    """`value` made safe for the PromQL context `state` (see `_scan`); TemplateError if it cannot be."""
+    if state in ('"', "'"):
+        return _quoted(value, state)
+    if state == "`":
+        if "`" in value:
+            raise TemplateError(f"templateVariables.{key} is used in a `raw string` and may not contain a backtick")
+        return value
+    if state == "#":
+        return " ".join(value.split())
+    if not _BARE_SAFE.fullmatch(value):
+        raise TemplateError(
+            f"templateVariables.{key} is used outside a quoted string in the query, so it may only hold "
+            "letters, digits, '_', '.' and ':' (quote it in the template to pass any text)")
+    return value
+
+
+def _variable_key(action: str) -> str | None:
+    body = action.strip(_WS)
+    m = _VAR_RE.fullmatch(body)
+    if m:
+        return m.group(1)
+    m = _INDEX_RE.fullmatch(body)
+    return _unquote(m.group(1)) if m else None
+
+
 def _evaluate(action: str, ctx: TemplateContext) -> str:
     body = action.strip(_WS)
     if not body:
@@ -218,6 +297,7 @@ def render(template: str, ctx: TemplateContext) -> str:
     out: list[str] = []
     pos = 0
     n = len(template)
+    state: str | None = None  # PromQL lexical state of the template text so far
     while True:
         open_at = template.find("{{", pos)
         if open_at < 0:
@@ -230,6 +310,7 @@ def render(template: str, ctx: TemplateContext) -> str:
             text = text.rstrip(_WS)
             start += 2
         out.append(text)
+        state = _scan(state, text)
         close_at = _find_close(template, start)
         if close_at < 0:
             snippet = template[open_at : open_at + 40]
@@ -246,7 +327,9 @@ def render(template: str, ctx: TemplateContext) -> str:
             if not stripped.endswith("*/"):
                 raise TemplateError(f"unclosed comment in query template at offset {open_at}")
             continue
-        out.append(_evaluate(action, ctx))
+        value = _evaluate(action, ctx)
+        key = _variable_key(action)
+        out.append(escape_for(value, state, key) if key is not None else value)
     return "".join(out)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Union
+from typing import Literal, Mapping, Union
 
 
 class Phase(str, enum.Enum):
@@ -89,6 +89,15 @@ class MetricResult:
     max: float | None = None
     ok: bool = False
     message: str = ""
+    # compared checks (spec.analysis.metrics[].compare): range-query samples of the canary
+    # and of <target>-primary as (epoch seconds, value); None when not sampled
+    canary_samples: tuple[tuple[float, float], ...] | None = None
+    primary_samples: tuple[tuple[float, float], ...] | None = None
+    error: bool = False  # the query could not run (as opposed to: it ran and found no data)
+    # set by the engine: the judge's record of a compared check (verdict, statistic, pValue,
+    # shift, shiftLow, shiftHigh, canarySamples, primarySamples) and whether it is a dry run
+    judgement: Mapping[str, object] | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,8 @@ class Observation:
     webhooks: tuple[WebhookResult, ...] = ()
     error: str | None = None  # an input problem found while observing (reported, never acted on)
     commands: tuple[Command, ...] = ()  # command annotations present on the Canary
+    primary_revision: str = ""  # the revision the primary runs (its canary.dev/revision); "" unknown
+    rollback_poll: bool = True  # rollback webhooks may be polled this tick (at most once per interval)
 
 
 # ---- actions: what the operator must do, in order ------------------------------------
@@ -167,8 +178,12 @@ class Observation:
 
 @dataclass(frozen=True)
 class Initialize:
-    """Create or update <target>-primary (from the target), the Services and the routing objects.
-    Never changes weights of an existing route."""
+    """Create or update <target>-primary (from the target), the Services and, with `routes`, the
+    routing objects. Never changes weights of an existing route. Without `routes` (while the
+    primary is not ready yet) no routing object is created or taken over, so live traffic is
+    never sent to a primary that cannot serve it."""
+
+    routes: bool = True
 
 
 @dataclass(frozen=True)
@@ -214,3 +229,7 @@ class CallWebhooks:
 
 
 Action = Union[Initialize, SetRoutes, ScaleTarget, Promote, Event, Alert, CallWebhooks]
+Effect = Union[Initialize, SetRoutes, ScaleTarget, Promote]
+"""Actions that change the cluster. The status that decided them is written first (write-ahead
+intent), and the engine re-emits any of them the observation shows as not done."""
+EFFECTS = (Initialize, SetRoutes, ScaleTarget, Promote)

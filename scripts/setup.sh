@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
-pkgs=(etcd-server prometheus golang-go dpkg-dev golang-github-modern-go-reflect2-dev rsync make openssl
-      ca-certificates python3-venv python3-pip)
+pkgs=(etcd-server prometheus prometheus-alertmanager golang-go dpkg-dev golang-github-modern-go-reflect2-dev rsync make openssl
+      ca-certificates python3-venv python3-pip tmux  # tmux: the live view is tested under a real terminal
+      chromium chromium-driver)  # `canary dashboard` is tested in a real headless browser (selenium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,10 @@
   unless the pod says otherwise:
     ``sim.canary.dev/ready: "false"``      Running but never Ready
     ``sim.canary.dev/ready-delay-ms: N``    Ready N ms after start
+    ``sim.canary.dev/fail: REASON``        the first container fails as a kubelet reports it:
+        ``ImagePullBackOff`` / ``ErrImagePull`` (the image cannot be pulled: pod Pending,
+        container waiting with the kubelet's message) or ``CrashLoopBackOff`` (pod Running,
+        container waiting after 3 restarts, last exit code 1); never Ready
 * force-deletes terminating pods, since no kubelet will confirm them (also
   those left on nodes that no longer exist: the testbed runs no pod GC).
 
@@ -39,6 +43,9 @@ log = logging.getLogger("podsim")
 
 ANN_READY = "sim.canary.dev/ready"
 ANN_READY_DELAY = "sim.canary.dev/ready-delay-ms"
+ANN_FAIL = "sim.canary.dev/fail"
+PULL_FAILURES = ("ImagePullBackOff", "ErrImagePull")
+FAILURES = PULL_FAILURES + ("CrashLoopBackOff",)
 NODE_NAME = "sim-node"
 HOST_IP = "10.0.0.10"
 POD_NET = ipaddress.ip_network("10.244.0.0/16")
@@ -346,6 +353,34 @@ def wants_ready(pod: dict) -> bool:
     return str(ann.get(ANN_READY, "true")).strip().lower() not in ("false", "0", "no")
 
 
+def failure_of(pod: dict) -> str | None:
+    """The failure the pod asks to simulate (sim.canary.dev/fail), or None."""
+    ann = (pod.get("metadata") or {}).get("annotations") or {}
+    value = str(ann.get(ANN_FAIL, "")).strip()
+    return value if value in FAILURES else None
+
+
+def _failed_container(c: dict, fail: str, pod: dict, start: str) -> dict:
+    """The status a kubelet reports for a container that cannot be pulled or keeps crashing."""
+    image = c.get("image") or ""
+    meta = pod.get("metadata") or {}
+    out = {"name": c.get("name"), "image": image, "imageID": "", "ready": False, "started": False,
+           "restartCount": 0, "lastState": {}}
+    if fail == "ImagePullBackOff":
+        out["state"] = {"waiting": {"reason": fail, "message": f'Back-off pulling image "{image}"'}}
+    elif fail == "ErrImagePull":
+        out["state"] = {"waiting": {"reason": fail, "message": (
+            f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": '
+            f'failed to resolve reference "{image}": not found')}}
+    else:  # CrashLoopBackOff
+        out.update(restartCount=3, imageID=f"{image}@sha256:" + hashlib.sha256(image.encode()).hexdigest())
+        out["state"] = {"waiting": {"reason": fail, "message": (
+            f"back-off 40s restarting failed container={c.get('name')} "
+            f"pod={meta.get('name')}_{meta.get('namespace')}({meta.get('uid')})")}}
+        out["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": start, "finishedAt": start}}
+    return out
+
+
 def _condition(status: dict, ctype: str) -> dict | None:
     for c in status.get("conditions") or []:
         if c.get("type") == ctype:
@@ -384,8 +419,13 @@ def desired_status(pod: dict, pod_ip: str, host_ip: str, ready: bool, now: str) 
 
     containers = spec.get("containers") or []
     names = [c.get("name") for c in containers]
+    fail = failure_of(pod)
+    ready = ready and fail is None
     statuses = []
-    for c in containers:
+    for i, c in enumerate(containers):
+        if fail and i == 0:
+            statuses.append(_failed_container(c, fail, pod, start))
+            continue
         statuses.append(
             {
                 "name": c.get("name"),
@@ -415,7 +455,7 @@ def desired_status(pod: dict, pod_ip: str, host_ip: str, ready: bool, now: str) 
         )
     not_ready_msg = f"containers with unready status: [{' '.join(n or '' for n in names)}]"
     out = {
-        "phase": "Running",
+        "phase": "Pending" if fail in PULL_FAILURES else "Running",
         "hostIP": host_ip,
         "podIP": pod_ip,
         "podIPs": [{"ip": pod_ip}],
@@ -435,12 +475,17 @@ def desired_status(pod: dict, pod_ip: str, host_ip: str, ready: bool, now: str) 
 
 def status_matches(pod: dict, ready: bool) -> bool:
     status = pod.get("status") or {}
-    if status.get("phase") != "Running" or not status.get("podIP"):
+    fail = failure_of(pod)
+    if status.get("phase") != ("Pending" if fail in PULL_FAILURES else "Running") or not status.get("podIP"):
         return False
-    if is_ready(pod) != ready:
+    if is_ready(pod) != (ready and fail is None):
         return False
     n = len((pod.get("spec") or {}).get("containers") or [])
-    return len(status.get("containerStatuses") or []) == n
+    statuses = status.get("containerStatuses") or []
+    if len(statuses) != n:
+        return False
+    waiting = ((statuses[0].get("state") or {}).get("waiting") or {}) if statuses else {}
+    return waiting.get("reason") == fail
 
 
 # --------------------------------------------------------------------------
@@ -811,8 +856,10 @@ class PodSim:
                 self.pods[(ns, name)] = out
         if ready_at is not None:
             self.timers.call_at(ready_at, lambda k=(ns, name): self._recheck(k))
-        why = "" if ready else (" (ready=false annotation)" if not wants_ready(pod) else " (ready after delay)")
-        log.info("pod %s/%s Running ip=%s ready=%s%s", ns, name, ip, ready, why)
+        fail = failure_of(pod)
+        why = f" ({fail})" if fail else "" if ready else (
+            " (ready=false annotation)" if not wants_ready(pod) else " (ready after delay)")
+        log.info("pod %s/%s %s ip=%s ready=%s%s", ns, name, status["phase"], ip, ready and not fail, why)
 
     def _recheck(self, key: tuple[str, str]) -> None:
         with self.lock:

@@ -45,7 +45,9 @@ KIND_HTTPROUTE = "HTTPRoute"
 
 ANN_ERROR_RATE = "sim.canary.dev/error-rate"
 ANN_LATENCY_MS = "sim.canary.dev/latency-ms"
+ANN_LATENCY_JITTER = "sim.canary.dev/latency-jitter"
 DEFAULT_LATENCY_MS = 10.0
+DEFAULT_LATENCY_JITTER = 0.2
 
 # Fixed response codes for requests that never reach a workload.
 CODE_NO_ROUTE = 404
@@ -126,6 +128,7 @@ class Workload:
     ready: int
     error_rate: float = 0.0
     latency_ms: float = DEFAULT_LATENCY_MS
+    latency_jitter: float = DEFAULT_LATENCY_JITTER  # latency uniform in mean x (1 -+ jitter)
 
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
@@ -855,6 +858,7 @@ def workload_from_deployment(dep: Mapping) -> Workload:
         ready=ready,
         error_rate=_float_annotation(ann, ANN_ERROR_RATE, 0.0, 0.0, 1.0),
         latency_ms=_float_annotation(ann, ANN_LATENCY_MS, DEFAULT_LATENCY_MS, 0.0, 3_600_000.0),
+        latency_jitter=_float_annotation(ann, ANN_LATENCY_JITTER, DEFAULT_LATENCY_JITTER, 0.0, 1.0),
     )
 
 
@@ -864,6 +868,9 @@ class World:
 
     services: dict[tuple[str, str], Mapping[str, str] | None] = field(default_factory=dict)
     workloads: dict[str, list[Workload]] = field(default_factory=dict)  # by namespace
+    # (namespace, label, value) -> workloads with that pod label, built on first use: a Service's
+    # endpoints are found without a scan of its namespace (1,000 Deployments in one namespace)
+    _by_label: dict[tuple[str, str, str], list[Workload]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_objects(cls, services: Iterable[Mapping], deployments: Iterable[Mapping]) -> "World":
@@ -893,8 +900,16 @@ class World:
         selector = self.services.get((ref.namespace, ref.name))
         if not selector:
             return []
+        if self._by_label is None:
+            index: dict[tuple[str, str, str], list[Workload]] = {}
+            for ns, lst in self.workloads.items():
+                for wl in lst:
+                    for k, v in wl.labels.items():
+                        index.setdefault((ns, k, v), []).append(wl)
+            self._by_label = index
+        k0, v0 = min(selector.items())
         chosen = []
-        for wl in self.workloads.get(ref.namespace, []):
+        for wl in self._by_label.get((ref.namespace, k0, v0), []):
             if wl.ready > 0 and all(wl.labels.get(k) == v for k, v in selector.items()):
                 chosen.append(wl)
         total = sum(wl.ready for wl in chosen)

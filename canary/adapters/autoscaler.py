@@ -149,7 +149,7 @@ def build_primary_hpa(canary: Canary | Mapping[str, Any], target_hpa: Mapping[st
         raise AutoscalerError(f"primary HPA: minReplicas {spec['minReplicas']} is greater than "
                               f"maxReplicas {spec['maxReplicas']} (check primaryScalerReplicas)")
     meta: dict[str, Any] = {"name": primary_hpa_name(canary),
-                            "namespace": src_meta.get("namespace") or canary.namespace}
+                            "namespace": canary.namespace}  # never the fetched object's
     labels = without_flux_keys(src_meta.get("labels"))
     if labels:
         meta["labels"] = labels

@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from typing import Any, Callable, Literal
+import time
+from typing import Any, Callable, Literal, Sequence
+from urllib.parse import quote
 
 import httpx
+
+from canary.ratelimit import TokenBucket, retry_after
 
 PatchKind = Literal["merge", "json", "strategic"]
 
@@ -50,6 +54,47 @@ class ApiError(Exception):
         return self.status == 409
 
 
+class InvalidName(ApiError):
+    """A name that cannot be one path segment of a request (client-go's IsValidPathSegmentName).
+
+    Raised before anything is sent. A subclass of ApiError so that every caller that copes with
+    a refused request copes with this one; the reconciler reports it as an invalid spec."""
+
+    def __init__(self, what: str, value: object, why: str):
+        self.what = what
+        self.value = value
+        super().__init__(422, "Invalid", f"{what} {str(value)[:80]!r} {why}")
+
+
+class UnexpectedObject(ApiError):
+    """The server answered with an object other than the one asked for (never acted on)."""
+
+    def __init__(self, asked: str, got: str):
+        super().__init__(502, "UnexpectedObject", f"asked for {asked}, the answer was {got}; ignored")
+
+
+def check_segment(value: object, what: str = "name") -> str:
+    """`value` if it can be one path segment, else InvalidName.
+
+    As client-go: "", "." and ".." and anything with "/" or "%" are refused (they would address
+    another object or collection once the URL is normalised or decoded); control characters
+    too. The rest is percent-encoded by `_path`, so "?" or "#" cannot cut the path short."""
+    if not isinstance(value, str):
+        raise InvalidName(what, value, "is not a string")
+    if value in ("", ".", ".."):
+        raise InvalidName(what, value, "may not be empty, '.' or '..'")
+    for bad in ("/", "%"):
+        if bad in value:
+            raise InvalidName(what, value, f"may not contain {bad!r}")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        raise InvalidName(what, value, "may not contain control characters")
+    return value
+
+
+def _seg(value: str, what: str) -> str:
+    return quote(check_segment(value, what), safe="")
+
+
 def load_configuration(kubeconfig: str | None = None):
     """A `kubernetes.client.Configuration` from a kubeconfig path; without one, in-cluster
     credentials, then the default kubeconfig."""
@@ -68,17 +113,40 @@ def load_configuration(kubeconfig: str | None = None):
 
 def _path(api_version: str, plural: str | None = None, namespace: str | None = None,
           name: str | None = None, subresource: str | None = None) -> str:
-    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    """The request path; every segment checked (`check_segment`) and percent-encoded.
+
+    namespace None addresses the cluster scope (or all namespaces); name None the collection.
+    An empty string is refused, never taken for "none" (it would widen the request)."""
+    group, _, version = api_version.rpartition("/")
+    base = f"/apis/{_seg(group, 'API group')}/{_seg(version, 'API version')}" if group \
+        else f"/api/{_seg(version, 'API version')}"
     parts = [base]
-    if namespace:
-        parts.append(f"namespaces/{namespace}")
-    if plural:
-        parts.append(plural)
-    if name:
-        parts.append(name)
-    if subresource:
-        parts.append(subresource)
+    if namespace is not None:
+        parts.append(f"namespaces/{_seg(namespace, 'namespace')}")
+    if plural is not None:
+        parts.append(_seg(plural, "resource"))
+    if name is not None:
+        parts.append(_seg(name, "name"))
+    if subresource is not None:
+        parts.append(_seg(subresource, "subresource"))
     return "/".join(parts)
+
+
+def _required(name: str | None) -> None:
+    if name is None:
+        raise InvalidName("name", name, "is required")
+
+
+def _check_answer(obj: dict | None, namespace: str | None, name: str) -> dict | None:
+    """Refuse an object that is not the one asked for (a proxy, a broken or hostile server)."""
+    if not obj:
+        return obj
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    got_ns, got_name = meta.get("namespace"), meta.get("name")
+    if got_name != name or (namespace is not None and got_ns != namespace):
+        raise UnexpectedObject(f"{namespace}/{name}", f"{got_ns}/{got_name}")
+    return obj
 
 
 class Kube:
@@ -95,6 +163,15 @@ class Kube:
                                        headers={"User-Agent": user_agent} if user_agent else None)
         self._groups: dict[str, dict | None] = {}
         self.requests: dict[str, int] = {}  # verb -> number of requests sent
+        # Fencing: called before every write; raises to refuse it (a replica that lost its Lease).
+        self.write_guard: Callable[[str, str], None] | None = None  # (verb, path)
+        # Write-through: called with every object a create/update/patch returned, so that watch
+        # caches are never older than our own writes.
+        self.on_written: Callable[[dict], None] | None = None
+        # Timing: called after every request with (verb, path, seconds) (operator metrics).
+        self.on_request: Callable[[str, str, float], None] | None = None
+        self.rate: TokenBucket | None = None  # client-side QPS/burst (canary/ratelimit.py)
+        self.max_429_retries = 3
 
     # ---- construction ------------------------------------------------------------
 
@@ -144,45 +221,83 @@ class Kube:
             headers.update(await asyncio.to_thread(self._auth) if self._auth_may_block else self._auth())
         if body is not None:
             headers["Content-Type"] = content_type
-        self.requests[verb] = self.requests.get(verb, 0) + 1
-        resp = await self._http.request(method, path, json=body, headers=headers, params=params)
+        for attempt in range(self.max_429_retries + 1):
+            if self.rate is not None:
+                await self.rate.take()
+            if verb in WRITE_VERBS and self.write_guard is not None:
+                self.write_guard(verb, path)  # (again after a wait: the Lease may have lapsed)
+            resp = await self._send(verb, method, path, body, headers, params)
+            if resp.status_code != 429 or attempt == self.max_429_retries:
+                break
+            await asyncio.sleep(retry_after(resp.headers.get("Retry-After"), attempt))  # too many requests
         if resp.status_code == 404 and allow_404:
             return None
         if resp.status_code >= 400:
             raise _error(resp, method, path)
         if not resp.content:
             return {}
-        return resp.json()
+        out = resp.json()
+        if verb in ("create", "update", "patch") and self.on_written is not None and isinstance(out, dict):
+            self.on_written(out)
+        return out
+
+    async def _send(self, verb: str, method: str, path: str, body: Any, headers: dict,
+                    params: dict | None) -> httpx.Response:
+        self.requests[verb] = self.requests.get(verb, 0) + 1
+        started = time.perf_counter()
+        try:
+            return await self._http.request(method, path, json=body, headers=headers, params=params)
+        except httpx.TransportError as e:
+            # a refused or dropped connection, a timeout: the same outcome as an API error (the
+            # tick stops, the next one starts again from what the API server holds)
+            raise ApiError(503, "ServiceUnavailable", f"{method} {path}: {type(e).__name__}: {e}") from e
+        finally:
+            if self.on_request is not None:
+                self.on_request(verb, path, time.perf_counter() - started)
 
     # ---- verbs ---------------------------------------------------------------------
 
     async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict | None:
-        return await self._request("get", "GET", _path(api_version, plural, namespace, name),
-                                   allow_404=True)
+        if name is None:
+            raise InvalidName("name", name, "is required")
+        out = await self._request("get", "GET", _path(api_version, plural, namespace, name),
+                                  allow_404=True)
+        return _check_answer(out, namespace, name)
 
     async def list(self, api_version: str, plural: str, namespace: str | None = None,
                    label_selector: str | None = None) -> list[dict]:
         params = {"labelSelector": label_selector} if label_selector else None
         out = await self._request("list", "GET", _path(api_version, plural, namespace), params=params)
-        return list((out or {}).get("items") or [])
+        items = list((out or {}).get("items") or [])
+        if namespace is not None:
+            for item in items:
+                got = ((item.get("metadata") if isinstance(item, dict) else None) or {}).get("namespace")
+                if got not in (None, namespace):
+                    raise UnexpectedObject(f"{plural} of {namespace}", f"an item of namespace {got}")
+        return items
 
     async def create(self, api_version: str, plural: str, namespace: str | None, body: dict) -> dict:
-        return await self._request("create", "POST", _path(api_version, plural, namespace), body=body)
+        return await self._request("create", "POST", _path(api_version, plural, namespace), body=body) or {}
 
     async def replace(self, api_version: str, plural: str, namespace: str | None, name: str,
                       body: dict) -> dict:
-        return await self._request("update", "PUT", _path(api_version, plural, namespace, name),
-                                   body=body)
+        _required(name)
+        out = await self._request("update", "PUT", _path(api_version, plural, namespace, name),
+                                  body=body)
+        return _check_answer(out, namespace, name) or {}
 
     async def patch(self, api_version: str, plural: str, namespace: str | None, name: str,
                     body: Any, *, kind: PatchKind = "merge", subresource: str | None = None) -> dict:
-        return await self._request("patch", "PATCH",
-                                   _path(api_version, plural, namespace, name, subresource),
-                                   body=body, content_type=_PATCH_TYPES[kind])
+        _required(name)
+        out = await self._request("patch", "PATCH",
+                                  _path(api_version, plural, namespace, name, subresource),
+                                  body=body, content_type=_PATCH_TYPES[kind])
+        return _check_answer(out, namespace, name) or {}
 
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str,
                      propagation: str | None = None) -> dict | None:
         """Delete; returns None when the object was already gone."""
+        _required(name)  # without a name this would be a deletecollection
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation} \
             if propagation else None
         return await self._request("delete", "DELETE", _path(api_version, plural, namespace, name),
@@ -215,7 +330,7 @@ class Kube:
                 return True
         return False
 
-    async def first_served(self, group: str, versions: list[str] | tuple[str, ...]) -> str | None:
+    async def first_served(self, group: str, versions: "Sequence[str]") -> str | None:
         """The first of `versions` the server serves for `group` (as "group/version")."""
         for v in versions:
             if await self.served(group, v):

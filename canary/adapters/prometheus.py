@@ -26,36 +26,60 @@ Behaviour, compared with Flagger:
   unrendered); their ``threshold`` acts as a max.
 * A metric that is neither built in nor has ``templateRef`` or ``query`` gives a failed result
   (Flagger silently skips it).
-* MetricTemplate providers: ``prometheus`` (and, as in Flagger, a type we do not know) are
-  queried; the other Flagger provider types (datadog, ...) give a failed result naming the type.
+* MetricTemplate providers go through the provider seam (canary/adapters/metrics/: one
+  interface, one module per provider, a factory keyed by ``provider.type``): ``prometheus``
+  (and, as in Flagger, a type we do not know) are queried; the other Flagger provider types
+  (datadog, ...) give a failed result naming the type.
 * ``request-duration`` values are kept as float milliseconds (Flagger truncates to whole ms).
 
-We talk to Prometheus with ``httpx.AsyncClient`` directly: ``prometheus-api-client`` is built on
-the synchronous ``requests`` library, so using it would block the event loop (or need a thread
-per query), and its result helpers need pandas. The JSON of an instant query is simple enough
-to read here.
+Queries go through the provider (canary/adapters/metrics/prometheus.py) and ``canary.adapters.http`` (the one HTTP layer: egress policy, no redirects,
+one retry policy). ``prometheus-api-client`` is not used: it is built on the synchronous
+``requests`` library (it would block the event loop or need a thread per query) and the JSON of
+an instant query is simple enough to read here. Addresses in messages lose their userinfo and
+query; remote error texts are cleaned and capped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import math
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Union
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from pydantic import ValidationError
 
+from canary.adapters.metrics import (
+    FLAGGER_ONLY_TYPES,
+    MetricProvider,
+    ProviderError,
+    new_provider,
+    unsupported,
+)
+from canary.adapters.metrics.builtin import (
+    BUILTIN_METRICS,
+    DURATION,
+    HTTP_QUERIES,
+    ISTIO_QUERIES,
+    SUCCESS_RATE,
+    _uses_http_observer,
+    builtin_query_template,
+)
+from canary.adapters.metrics.prometheus import (
+    BODY_SNIPPET,
+    DEFAULT_BACKOFF,
+    DEFAULT_QUERY_TIMEOUT,
+    DEFAULT_RETRIES,
+    MAX_BACKOFF,
+    AuthType,
+    PrometheusClient,
+    PrometheusError,
+    aclose_shared_clients,
+    parse_query_response,
+)
+from canary.models import MetricTemplate
 from canary.templating import (
     TemplateError,
     collapse_whitespace,
@@ -65,6 +89,16 @@ from canary.templating import (
 from canary.types import MetricResult
 
 __all__ = [
+    "ResolveError",
+    "resolve_check",
+    "BODY_SNIPPET",
+    "DEFAULT_BACKOFF",
+    "MAX_BACKOFF",
+    "AuthType",
+    "OTHER_PROVIDER_TYPES",
+    "SUCCESS_RATE",
+    "DURATION",
+    "bounds",
     "BUILTIN_METRICS",
     "DEFAULT_QUERY_TIMEOUT",
     "DEFAULT_RETRIES",
@@ -81,281 +115,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUERY_TIMEOUT = 5.0
-DEFAULT_RETRIES = 2
-#: First backoff in seconds; doubles per retry, capped at MAX_BACKOFF.
-DEFAULT_BACKOFF = 0.2
-MAX_BACKOFF = 2.0
-#: How much of an error response body is quoted in a message.
-BODY_SNIPPET = 300
-
-SUCCESS_RATE = "request-success-rate"
-DURATION = "request-duration"
-BUILTIN_METRICS = (SUCCESS_RATE, DURATION)
-
-# Built-in PromQL, as Flagger ships it (an interface: the text must match). Whitespace layout
-# does not matter: queries are whitespace-collapsed before sending.
-
-#: Istio observer. request-duration is in milliseconds.
-ISTIO_QUERIES: Mapping[str, str] = {
-    SUCCESS_RATE: (
-        'sum(rate(istio_requests_total{reporter="destination",'
-        'destination_workload_namespace="{{ namespace }}",'
-        'destination_workload=~"{{ target }}",response_code!~"5.*"}[{{ interval }}])) '
-        '/ sum(rate(istio_requests_total{reporter="destination",'
-        'destination_workload_namespace="{{ namespace }}",'
-        'destination_workload=~"{{ target }}"}[{{ interval }}])) * 100'
-    ),
-    DURATION: (
-        "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{"
-        'reporter="destination",destination_workload_namespace="{{ namespace }}",'
-        'destination_workload=~"{{ target }}"}[{{ interval }}])) by (le))'
-    ),
-}
-
-#: HTTP observer (providers kubernetes and gatewayapi*). request-duration is in seconds.
-HTTP_QUERIES: Mapping[str, str] = {
-    SUCCESS_RATE: (
-        'sum(rate(http_request_duration_seconds_count{kubernetes_namespace="{{ namespace }}",'
-        'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)",status!~"5.*"}'
-        "[{{ interval }}])) "
-        '/ sum(rate(http_request_duration_seconds_count{kubernetes_namespace="{{ namespace }}",'
-        'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[{{ interval }}])) * 100'
-    ),
-    DURATION: (
-        "histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{"
-        'kubernetes_namespace="{{ namespace }}",'
-        'kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}[{{ interval }}])) by (le))'
-    ),
-}
-
-#: MetricTemplate provider types that are not Prometheus (Flagger has clients for them; we don't).
-OTHER_PROVIDER_TYPES = frozenset(
-    {"influxdb", "datadog", "externalmetrics", "stackdriver", "cloudwatch", "newrelic",
-     "graphite", "dynatrace", "keptn", "splunk"}
-)
-
-
-def builtin_query_template(metric_name: str, provider: str | None, target_kind: str | None = None) -> str:
-    """The built-in PromQL template of `metric_name` for a mesh `provider`.
-
-    As in Flagger's observer factory: ``kubernetes`` and ``gatewayapi*`` use the HTTP observer,
-    every other provider uses Istio's queries, and a ``Service`` target falls back to Istio too.
-    """
-    http = _uses_http_observer(provider, target_kind)
-    return (HTTP_QUERIES if http else ISTIO_QUERIES)[metric_name]
-
-
-def _uses_http_observer(provider: str | None, target_kind: str | None) -> bool:
-    provider = provider or "istio"
-    return target_kind != "Service" and (provider == "kubernetes" or provider.startswith("gatewayapi"))
-
-
-# ---- HTTP ---------------------------------------------------------------------------------
-
-
-class PrometheusError(Exception):
-    """A query could not be run or its answer could not be read. str() is the reason."""
-
-
-class _RetryableStatus(Exception):
-    def __init__(self, response: httpx.Response):
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
-
-
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, httpx.AsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _shared_client(verify: bool) -> httpx.AsyncClient:
-    """One pooled AsyncClient per event loop and TLS-verification setting, reused by all queries."""
-    loop = asyncio.get_running_loop()
-    per_loop = _shared.setdefault(loop, {})
-    client = per_loop.get(verify)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            verify=verify,
-            timeout=DEFAULT_QUERY_TIMEOUT,
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-        )
-        per_loop[verify] = client
-    return client
-
-
-async def aclose_shared_clients() -> None:
-    """Close the shared HTTP clients of the running loop (call on operator shutdown)."""
-    per_loop = _shared.pop(asyncio.get_running_loop(), {})
-    for client in per_loop.values():
-        await client.aclose()
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, _RetryableStatus):
-        return True
-    if isinstance(exc, httpx.ConnectTimeout):
-        return True
-    if isinstance(exc, httpx.TimeoutException):
-        return False  # read/write/pool timeouts: the server is slow, asking again won't help
-    return isinstance(exc, httpx.TransportError)
-
-
-def _snippet(text: str, limit: int = BODY_SNIPPET) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _query_url(address: str) -> str:
-    """<address>/api/v1/query, keeping a path prefix such as /prometheus."""
-    parts = urlsplit(address.strip())
-    if not parts.scheme or not parts.netloc:
-        raise PrometheusError(f"invalid Prometheus address {address!r} (expected e.g. http://prometheus:9090)")
-    path = parts.path.rstrip("/") + "/api/v1/query"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-def _parse_sample(raw: Any) -> float | None:
-    """The value of a [timestamp, "value"] pair; None for NaN."""
-    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
-        raise PrometheusError(f"unexpected sample {raw!r} in Prometheus response")
-    try:
-        value = float(raw[1])
-    except (TypeError, ValueError) as exc:
-        raise PrometheusError(f"sample value {raw[1]!r} is not a number") from exc
-    return None if math.isnan(value) else value
-
-
-def parse_query_response(status_code: int, body: str) -> float | None:
-    """Read the answer of /api/v1/query: the value of the last series, or None if there is none."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise PrometheusError(f"HTTP {status_code}, not a Prometheus API response: {_snippet(body)!r}")
-    if status_code >= 400 or doc.get("status") != "success":
-        kind = doc.get("errorType") or "error"
-        reason = doc.get("error") or _snippet(body)
-        raise PrometheusError(f"HTTP {status_code} {kind}: {reason}")
-    data = doc.get("data") or {}
-    result_type = data.get("resultType")
-    result = data.get("result")
-    if result_type == "vector":
-        if not result:
-            return None
-        return _parse_sample(result[-1].get("value"))
-    if result_type == "scalar":
-        return _parse_sample(result)
-    raise PrometheusError(
-        f"query returned a {result_type or 'unknown'} result; an instant vector or scalar is needed"
-    )
-
-
-AuthType = Union[httpx.Auth, tuple[str, str], None]
-
-
-class PrometheusClient:
-    """Instant queries against one Prometheus-compatible API.
-
-    `headers` values may be strings or lists of strings (MetricTemplate ``provider.headers``).
-    `token` is sent as ``Authorization: Bearer``; `username`/`password` as basic auth.
-    `http` lets the caller share its own AsyncClient; by default one pooled client per event
-    loop is reused (a separate one for ``insecure_skip_verify``).
-    """
-
-    def __init__(
-        self,
-        address: str,
-        *,
-        headers: Mapping[str, str | Sequence[str]] | None = None,
-        token: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        insecure_skip_verify: bool = False,
-        timeout: float = DEFAULT_QUERY_TIMEOUT,
-        retries: int = DEFAULT_RETRIES,
-        backoff: float = DEFAULT_BACKOFF,
-        http: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.address = address
-        self.url = _query_url(address)
-        self.timeout = timeout
-        self.retries = max(0, retries)
-        self.backoff = backoff
-        self.insecure_skip_verify = insecure_skip_verify
-        self._http = http
-        pairs: list[tuple[str, str]] = []
-        for key, value in (headers or {}).items():
-            values = [value] if isinstance(value, str) else list(value)
-            pairs.extend((key, str(v)) for v in values)
-        self._auth: AuthType = None
-        if token:
-            pairs.append(("Authorization", f"Bearer {token}"))
-        elif username is not None and password is not None:
-            self._auth = httpx.BasicAuth(username, password)
-        self._headers = httpx.Headers(pairs)
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is not None and not self.insecure_skip_verify:
-            return self._http
-        return _shared_client(verify=not self.insecure_skip_verify)
-
-    async def _get(self, query: str) -> httpx.Response:
-        response = await self._client().get(
-            self.url,
-            params={"query": query},
-            headers=self._headers,
-            auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
-            timeout=httpx.Timeout(self.timeout),
-        )
-        if response.status_code >= 500:
-            raise _RetryableStatus(response)
-        return response
-
-    async def query(self, q: str) -> float | None:
-        """Run an instant query; the value of the last series, or None (no series, or NaN).
-
-        Raises PrometheusError with the reason (HTTP status and Prometheus' error text,
-        timeout, connection failure) when the query cannot be answered.
-        """
-        query = collapse_whitespace(q)
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.retries + 1),
-                wait=wait_exponential(multiplier=self.backoff, max=MAX_BACKOFF),
-                retry=retry_if_exception(_is_retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    response = await self._get(query)
-        except _RetryableStatus as exc:
-            response = exc.response
-        except httpx.TimeoutException as exc:
-            raise PrometheusError(
-                f"no answer from {self.address} within {self.timeout:g}s ({type(exc).__name__})"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise PrometheusError(
-                f"cannot reach {self.address}: {type(exc).__name__}: {exc or 'connection failed'}"
-            ) from exc
-        return parse_query_response(response.status_code, response.text)
-
-    async def check_online(self) -> str | None:
-        """None if ``vector(1)`` answers 1, else the reason it does not."""
-        try:
-            value = await self.query("vector(1)")
-        except PrometheusError as exc:
-            return str(exc)
-        if value != 1:
-            return f"vector(1) returned {value!r} instead of 1"
-        return None
-
-    async def is_online(self) -> bool:
-        reason = await self.check_online()
-        if reason is not None:
-            log.warning("metrics server %s is not available: %s", self.address, reason)
-        return reason is None
+OTHER_PROVIDER_TYPES = FLAGGER_ONLY_TYPES
+"""MetricTemplate provider types that are not Prometheus (Flagger has clients for them; we don't)."""
 
 
 # ---- the metric checks ----------------------------------------------------------------------
@@ -408,14 +169,14 @@ def _fmt(value: float) -> str:
 class _Check:
     """A metric entry, resolved: what to query where, and the bounds to hold it to."""
 
-    def __init__(self, name: str, query: str, client: PrometheusClient, *, scale: float = 1.0,
+    def __init__(self, name: str, query: str, client: MetricProvider, *, scale: float = 1.0,
                  unit: str = "", min_: float | None = None, max_: float | None = None,
                  source: str = "") -> None:
         self.name, self.query, self.client = name, query, client
         self.scale, self.unit, self.min, self.max, self.source = scale, unit, min_, max_, source
 
 
-class _Failed(Exception):
+class ResolveError(Exception):
     """Resolving a metric failed: carries the (rendered, maybe empty) query and the reason."""
 
     def __init__(self, reason: str, query: str = "") -> None:
@@ -429,12 +190,27 @@ def bounds(metric: Any, threshold_is_min: bool) -> tuple[float | None, float | N
     if rng is not None:
         lo, hi = _get(rng, "min"), _get(rng, "max")
         return (None if lo is None else float(lo), None if hi is None else float(hi))
+    # Flagger's deprecated `threshold` defaults to 0 and is a max (a min for the builtin success
+    # rate): 0, a negative value or no bound at all is a bound, never "always pass"
     threshold = _get(metric, "threshold")
-    if threshold is None:
-        return None, None
+    value = 0.0 if threshold is None else float(threshold)
     if threshold_is_min:
-        return float(threshold), None  # success rate: fails when threshold > value
-    return (None, float(threshold)) if threshold > 0 else (None, None)
+        return value, None  # success rate: fails when threshold > value
+    return None, value
+
+
+def _as_template(template: Any, ref: str) -> MetricTemplate:
+    """The looked-up MetricTemplate as the model (a lookup may give the object as a dict)."""
+    if template is None:
+        raise ResolveError(f"{ref} not found")
+    if isinstance(template, MetricTemplate):
+        return template
+    try:
+        return MetricTemplate.model_validate(template)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        raise ResolveError(f"{ref} is not a valid MetricTemplate: {where}: {first.get('msg')}"[:300]) from exc
 
 
 async def _secret_data(secrets: SecretSource, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -445,7 +221,7 @@ async def _secret_data(secrets: SecretSource, namespace: str, name: str) -> Mapp
     return secrets.get((namespace, name))
 
 
-async def _resolve_check(
+async def resolve_check(
     canary: Any,
     metric: Any,
     metrics_server: str,
@@ -463,58 +239,54 @@ async def _resolve_check(
         try:
             return render_query(template, ctx)
         except TemplateError as exc:
-            raise _Failed(f"cannot render the query of {what}: {exc}", collapse_whitespace(template)) from exc
+            raise ResolveError(f"cannot render the query of {what}: {exc}", collapse_whitespace(template)) from exc
 
     if template_ref is not None:
         tname = _get(template_ref, "name")
         tns = _get(template_ref, "namespace") or ctx.namespace
         ref = f"MetricTemplate {tns}/{tname}"
         if get_template is None:
-            raise _Failed(f"{ref} cannot be looked up (no template source configured)")
-        template = await _resolve(get_template(tns, tname))
-        if template is None:
-            raise _Failed(f"{ref} not found")
-        spec = _get(template, "spec")
-        provider = _get(spec, "provider")
-        ptype = _get(provider, "type") or "prometheus"
-        raw_query = _get(spec, "query") or ""
-        if ptype in OTHER_PROVIDER_TYPES:
-            raise _Failed(f"{ref}: provider type {ptype!r} is not supported (only prometheus)",
-                          collapse_whitespace(raw_query))
+            raise ResolveError(f"{ref} cannot be looked up (no template source configured)")
+        template = _as_template(await _resolve(get_template(tns, tname)), ref)
+        backend = template.spec.provider
+        raw_query = template.spec.query
+        problem = unsupported(backend.type)
+        if problem is not None:  # before rendering: the query is in another provider's language
+            raise ResolveError(f"{ref}: {problem}", collapse_whitespace(raw_query))
         query = render(raw_query, ref)
-        address = _get(provider, "address") or server
+        address = backend.address or server
         if not address:
-            raise _Failed(f"{ref} has no provider.address and no metrics server is configured", query)
+            raise ResolveError(f"{ref} has no provider.address and no metrics server is configured", query)
         auth: dict[str, Any] = {}
-        secret_ref = _get(provider, "secret_ref")
-        if secret_ref is not None:
-            sname = _get(secret_ref, "name")
+        if backend.secret_ref is not None:
+            sname = backend.secret_ref.name
             data = await _secret_data(secrets, tns, sname)
             if data is None:
-                raise _Failed(f"Secret {tns}/{sname} of {ref} not found", query)
+                raise ResolveError(f"Secret {tns}/{sname} of {ref} not found", query)
             if data.get("token"):
                 auth["token"] = _text(data["token"])
             elif data.get("username") is not None and data.get("password") is not None:
                 auth["username"] = _text(data["username"])
                 auth["password"] = _text(data["password"])
             else:
-                raise _Failed(f"Secret {tns}/{sname} of {ref} has neither 'token' nor "
+                raise ResolveError(f"Secret {tns}/{sname} of {ref} has neither 'token' nor "
                               "'username' and 'password'", query)
         try:
-            client = PrometheusClient(
+            client = new_provider(
+                backend.type,
                 address,
-                headers=_get(provider, "headers"),
-                insecure_skip_verify=bool(_get(provider, "insecure_skip_verify")),
+                headers=backend.headers,
+                insecure_skip_verify=bool(backend.insecure_skip_verify),
                 **auth,
                 **client_options,
             )
-        except PrometheusError as exc:
-            raise _Failed(str(exc), query) from exc
+        except ProviderError as exc:
+            raise ResolveError(str(exc), query) from exc
         lo, hi = bounds(metric, threshold_is_min=False)
         return _Check(name, query, client, min_=lo, max_=hi, source=ref)
 
     if not server:
-        raise _Failed("no metrics server is configured (--metrics-server or spec.metricsServer)")
+        raise ResolveError("no metrics server is configured (--metrics-server or spec.metricsServer)")
 
     if name in BUILTIN_METRICS:
         provider = _path(canary, "spec", "provider") or mesh_provider
@@ -536,16 +308,17 @@ async def _resolve_check(
         lo, hi = bounds(metric, threshold_is_min=False)
         return _Check(name, query, client, min_=lo, max_=hi, source="inline query")
 
-    raise _Failed(
+    raise ResolveError(
         f"is not a builtin metric ({', '.join(BUILTIN_METRICS)}) and has neither templateRef nor query"
     )
 
 
-def _client_or_fail(server: str, options: dict[str, Any], query: str) -> PrometheusClient:
+def _client_or_fail(server: str, options: dict[str, Any], query: str) -> MetricProvider:
+    """The provider of the built-in and inline queries: Prometheus at the metrics server."""
     try:
-        return PrometheusClient(server, **options)
-    except PrometheusError as exc:
-        raise _Failed(str(exc), query) from exc
+        return new_provider("prometheus", server, **options)
+    except ProviderError as exc:
+        raise ResolveError(str(exc), query) from exc
 
 
 def evaluate(name: str, query: str, value: float | None, min_: float | None, max_: float | None,
@@ -573,9 +346,9 @@ async def _run_one(canary: Any, metric: Any, metrics_server: str, get_template: 
                    secrets: SecretSource, client_options: dict[str, Any], mesh_provider: str) -> MetricResult:
     name = _get(metric, "name") or "<unnamed>"
     try:
-        check = await _resolve_check(canary, metric, metrics_server, get_template, secrets,
+        check = await resolve_check(canary, metric, metrics_server, get_template, secrets,
                                      client_options, mesh_provider)
-    except _Failed as exc:
+    except ResolveError as exc:
         return MetricResult(name=name, query=exc.query, value=None, ok=False, message=f"metric {name}: {exc}")
     except Exception as exc:  # a broken lookup callable must not break the tick
         log.exception("metric %s: unexpected error while preparing the query", name)
@@ -583,7 +356,7 @@ async def _run_one(canary: Any, metric: Any, metrics_server: str, get_template: 
                             message=f"metric {name}: {type(exc).__name__}: {exc}")
     try:
         raw = await check.client.query(check.query)
-    except PrometheusError as exc:
+    except ProviderError as exc:
         return MetricResult(name=name, query=check.query, value=None, min=check.min, max=check.max,
                             ok=False, message=f"metric {name}: query {check.query!r} failed: {exc}")
     except Exception as exc:
@@ -626,4 +399,3 @@ async def run_metrics(
           for m in metrics)
     )
     return tuple(results)
-

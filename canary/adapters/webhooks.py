@@ -14,9 +14,15 @@ Behaviour, compared with Flagger:
   and 5xx except 501, with a short exponential backoff (0.2 s doubling, at most 2 s; a
   ``Retry-After`` is honoured up to that cap). Flagger's HTTP library waits 1-30 s, too long
   for a tick. A read timeout is not retried: the hook may still be working.
-* On failure the message carries the status code and the start of the response body (Flagger
-  reports only the body); URLs in messages lose their query string (it may hold a token).
-* Redirects are followed, as Go's HTTP client does.
+* On failure the message carries the status code and the first 100 characters of the response
+  body, cleaned of control characters (Flagger reports the whole body); the body of a successful
+  call is never stored. URLs in messages lose their userinfo and query string (they may hold a
+  token).
+* Redirects are NOT followed (Go's client follows them): a 3xx answer fails the hook. A redirect
+  would turn the operator into a proxy that fetches any address for the tenant.
+* Every call goes through ``canary.adapters.http``: the egress policy (link-local and cloud
+  metadata addresses refused by default, operator deny/allow lists, checked on the resolved
+  address) and the one retry policy.
 * Hooks of one type run one after the other in spec order and, like Flagger, stop early:
   gating types stop at the first failure, ``rollback`` at the first success (one is enough to
   roll back); ``post-rollout`` and ``event`` hooks are all called.
@@ -25,20 +31,16 @@ Behaviour, compared with Flagger:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_base
 
+from canary.adapters import http
 from canary.duration import parse_duration
 from canary.types import WebhookResult
 
@@ -57,8 +59,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_BACKOFF = 0.2
-MAX_BACKOFF = 2.0
-BODY_SNIPPET = 300
+MAX_BACKOFF = http.MAX_BACKOFF
+BODY_SNIPPET = http.SNIPPET
 #: Keys of an event payload's metadata that the hook's own metadata cannot override.
 EVENT_KEYS = ("eventMessage", "eventType", "timestamp")
 
@@ -142,76 +144,12 @@ def payload_for(canary: Any, phase: Any, checksum: str, metadata: Mapping[str, s
     }
 
 
-# ---- HTTP -----------------------------------------------------------------------------------
-
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, httpx.AsyncClient]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _shared_client(verify: bool) -> httpx.AsyncClient:
-    """One pooled AsyncClient per event loop and TLS-verification setting."""
-    loop = asyncio.get_running_loop()
-    per_loop = _shared.setdefault(loop, {})
-    client = per_loop.get(verify)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(verify=verify, timeout=DEFAULT_TIMEOUT)
-        per_loop[verify] = client
-    return client
+# ---- HTTP (canary.adapters.http: egress policy, no redirects, the one retry policy) ----------
 
 
 async def aclose_shared_clients() -> None:
     """Close the shared HTTP clients of the running loop (call on operator shutdown)."""
-    for client in _shared.pop(asyncio.get_running_loop(), {}).values():
-        await client.aclose()
-
-
-class _RetryableStatus(Exception):
-    def __init__(self, response: httpx.Response):
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
-
-
-def _retryable_status(code: int) -> bool:
-    return code == 429 or (code >= 500 and code != 501)
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, _RetryableStatus | httpx.ConnectTimeout):
-        return True
-    if isinstance(exc, httpx.TimeoutException):
-        return False
-    return isinstance(exc, httpx.TransportError)
-
-
-class _Backoff(wait_base):
-    """Exponential backoff (base, 2*base, ... up to cap) that honours a short Retry-After."""
-
-    def __init__(self, base: float, cap: float) -> None:
-        self.base, self.cap = base, cap
-
-    def __call__(self, retry_state: Any) -> float:
-        wait = self.base * 2 ** (retry_state.attempt_number - 1)
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _RetryableStatus):
-            after = exc.response.headers.get("Retry-After", "")
-            if after.strip().isdigit():
-                wait = float(after)
-        return max(0.0, min(wait, self.cap))
-
-
-def _safe_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    netloc = parts.netloc.rsplit("@", 1)[-1]  # drop user:password@
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _snippet(text: str, limit: int = BODY_SNIPPET) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"
+    await http.aclose_shared_clients()
 
 
 async def call_webhook(
@@ -221,61 +159,43 @@ async def call_webhook(
     *,
     backoff: float = DEFAULT_BACKOFF,
 ) -> WebhookResult:
-    """POST `payload` to one hook; never raises for HTTP or network problems."""
+    """POST `payload` to one hook; never raises for HTTP or network problems.
+
+    The body of a successful answer is never kept; of a failed one the first 100 characters,
+    cleaned of control characters. A redirect is a failure (3xx), never followed."""
     hook = Hook.of(hook)
-    where = f"webhook {hook.name} ({_safe_url(hook.url)})"
+    where = f"webhook {http.clean(hook.name)} ({http.safe_url(hook.url)})"
     try:
         timeout = hook_timeout(hook.timeout)
     except ValueError as exc:
-        return WebhookResult(hook.name, hook.type, ok=False, message=f"{where}: invalid timeout: {exc}")
-    http = client if client is not None and not hook.disable_tls else _shared_client(not hook.disable_tls)
-    attempts = 0
-
-    async def post() -> httpx.Response:
-        nonlocal attempts
-        attempts += 1
-        response = await http.post(
-            hook.url,
-            json=dict(payload),
-            headers={"Content-Type": "application/json"},
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=True,
-        )
-        if _retryable_status(response.status_code):
-            raise _RetryableStatus(response)
-        return response
-
+        return WebhookResult(hook.name, hook.type, ok=False, message=f"{where}: invalid timeout: {http.clean(str(exc))}")
+    conn = client if client is not None and not hook.disable_tls else http.client(verify=not hook.disable_tls)
+    attempts = http.Attempts()
     tries = "" if hook.retries == 0 else " after {n} attempt(s)"
     try:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(max(0, hook.retries) + 1),
-            wait=_Backoff(backoff, MAX_BACKOFF),
-            retry=retry_if_exception(_is_retryable),
-            reraise=True,
-        ):
-            with attempt:
-                response = await post()
-    except _RetryableStatus as exc:
-        response = exc.response
+        response = await http.request(conn, "POST", hook.url, json=dict(payload),
+                                      headers={"Content-Type": "application/json"}, timeout=timeout,
+                                      retries=hook.retries, backoff=backoff, attempts=attempts)
     except httpx.TimeoutException as exc:
         return WebhookResult(
             hook.name, hook.type, ok=False,
-            message=f"{where} timed out after {timeout:g}s ({type(exc).__name__})" + tries.format(n=attempts),
+            message=f"{where} timed out after {timeout:g}s ({type(exc).__name__})" + tries.format(n=attempts.count),
         )
-    except Exception as exc:  # connection refused, DNS, invalid URL, TLS ...
-        reason = str(exc) or type(exc).__name__
+    except Exception as exc:  # connection refused, DNS, egress policy, invalid URL, TLS ...
+        reason = http.snippet(str(exc) or type(exc).__name__, 200)
         return WebhookResult(
             hook.name, hook.type, ok=False,
-            message=f"{where} failed: {type(exc).__name__}: {reason}" + tries.format(n=attempts),
+            message=f"{where} failed: {type(exc).__name__}: {reason}" + tries.format(n=attempts.count),
         )
     code = response.status_code
-    body = _snippet(response.text)
-    if code <= 202:
-        message = f"{where} returned {code}" + (f": {body}" if body else "")
-        return WebhookResult(hook.name, hook.type, ok=True, status_code=code, message=message)
+    if code <= 202:  # the body of a success is nobody's business: never stored
+        return WebhookResult(hook.name, hook.type, ok=True, status_code=code, message=f"{where} returned {code}")
+    body = http.snippet(response.text, BODY_SNIPPET)
+    if 300 <= code < 400:
+        body = "redirects are not followed"
     return WebhookResult(
         hook.name, hook.type, ok=False, status_code=code,
-        message=f"{where} returned {code}" + tries.format(n=attempts) + (f": {body}" if body else ""),
+        message=f"{where} returned {code}" + tries.format(n=attempts.count) + (f": {body}" if body else ""),
     )
 
 

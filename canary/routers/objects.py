@@ -12,8 +12,9 @@ import json
 from typing import Awaitable, Callable
 
 from canary.adapters.kube import ApiError, Kube
-from canary.adapters.workload import FLUX_DISABLED, is_owned_by
+from canary.adapters.workload import FLUX_DISABLED, foreign_controller, is_owned_by
 from canary.models import Canary
+from canary.routers.base import RouterError
 
 ORIGINAL_ANNOTATION = "canary.dev/original-configuration"
 
@@ -40,6 +41,10 @@ async def upsert(kube: Kube, canary: Canary, api_version: str, plural: str, name
         meta = body.setdefault("metadata", {})
         annotations = meta.setdefault("annotations", {})
         owned = is_owned_by(existing, canary)
+        other = None if owned else foreign_controller(existing, canary)
+        # a route of a Canary of the same name (Flagger's, or a re-created one's) is adopted
+        if other and other != f"Canary {canary.name}":
+            raise RouterError(f"{plural} {canary.namespace}/{name} is controlled by {other}; it is not taken over")
         if not owned and ORIGINAL_ANNOTATION not in annotations:
             annotations[ORIGINAL_ANNOTATION] = json.dumps(existing.get("spec") or {},
                                                           sort_keys=True, separators=(",", ":"))

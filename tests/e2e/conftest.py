@@ -126,3 +126,19 @@ def hooks():
     s = HookServer()
     yield s
     s.close()
+
+
+def routed(api_client, namespace: str, name: str, want, timeout: float = 10.0):
+    """The VirtualService's (primary, canary) weights once they are `want` (or the last seen after
+    `timeout`): a decision is written to the status before its route, so a test that has just
+    seen the decision may read the route a moment early."""
+    import time as _time
+
+    from tests.e2e.test_operator import vs_weights
+
+    deadline = _time.monotonic() + timeout
+    while True:
+        got = vs_weights(api_client, namespace, name)
+        if got == want or _time.monotonic() > deadline:
+            return got
+        _time.sleep(0.2)

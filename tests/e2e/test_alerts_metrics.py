@@ -132,6 +132,8 @@ def release(testbed, api_client):
 
 def _text(body: dict, path: str) -> str:
     """The message of an alert payload, whatever its shape."""
+    if "blocks" in body:  # Slack's Block Kit: the header, then the message
+        return body["blocks"][1]["text"]["text"]
     if "attachments" in body:
         return body["attachments"][0]["text"]
     if body.get("@type") == "MessageCard":
@@ -170,18 +172,31 @@ def test_each_receiver_gets_its_shape_and_severities(release, path):
     body = rollbacks[0]
     # the deciding check and its value are in the message
     assert "request-success-rate" in _text(body, path)
-    if type_ in ("slack", "discord", "rocket"):
+    if type_ == "slack":  # Block Kit: header and message, then the facts beside the colour bar
+        assert set(body) == {"channel", "username", "icon_emoji", "text", "blocks", "attachments"}
+        assert (body["channel"], body["username"]) == ("releases", "canary-bot")
+        assert body["blocks"][0]["text"]["text"] == f"podinfo.{release['ns']}"
+        assert ROLLBACK in body["text"]  # the notification's text
+        att = body["attachments"][0]
+        assert att["color"] == "danger"
+        facts = dict(f["text"].split("\n", 1) for f in att["blocks"][0]["fields"])
+        assert facts["*Target*"] == f"Deployment/podinfo.{release['ns']}"
+        check, value = facts["*Failed check*"].split(" = ")
+        assert check == "request-success-rate" and float(value) < 99
+        assert IMAGE3 in att["blocks"][1]["text"]["text"]
+        assert att["blocks"][-1]["type"] == "context" and "canary-operator" in att["blocks"][-1]["elements"][0]["text"]
+    elif type_ in ("discord", "rocket"):  # their Slack-compatible webhooks read the legacy attachment
         assert set(body) == {"channel", "username", "icon_emoji", "attachments"}
+        assert "fallback" in body["attachments"][0]
         att = body["attachments"][0]
         assert att["author_name"] == f"podinfo.{release['ns']}"
-        assert att["color"] == ("danger" if type_ != "rocket" else "#FF0000")
+        assert att["color"] == ("danger" if type_ == "discord" else "#FF0000")
         fields = {f["title"]: f["value"] for f in att["fields"]}
         assert fields["Target"] == f"Deployment/podinfo.{release['ns']}"
-        assert fields["Failed check"] == "request-success-rate"
-        assert float(fields["Value"]) < 99
+        check, value = fields["Failed check"].split(" = ")  # dense: "<check> = <value>"
+        assert check == "request-success-rate"
+        assert float(value) < 99
         assert IMAGE3 in fields["Image"]
-        if type_ == "slack":
-            assert (body["channel"], body["username"]) == ("releases", "canary-bot")
     elif type_ == "msteams":
         assert body["@type"] == "MessageCard" and body["themeColor"] == "FF0000"
         section = body["sections"][0]
@@ -253,9 +268,9 @@ def test_promotions_and_rollbacks_counted(release):
 def test_operator_health_series(release):
     _eventually(f'canary_operator_info{{job="{JOB}"}}', lambda v: v == 1)
     _eventually(f'canary_operator_api_requests_total{{job="{JOB}",verb="patch"}}', lambda v: v > 0)
-    _eventually(f'canary_reconcile_duration_seconds_count{{job="{JOB}"}}', lambda v: v > 0)
-    _eventually(f'canary_scheduler_queue_depth{{job="{JOB}"}}', lambda v: v >= 0)
-    sent = _eventually(f'sum(canary_alerts_total{{job="{JOB}",result="sent"}})', lambda v: v > 0)
+    _eventually(f'canary_operator_reconcile_duration_seconds_count{{job="{JOB}"}}', lambda v: v > 0)
+    _eventually(f'canary_operator_scheduler_queue_depth{{job="{JOB}"}}', lambda v: v >= 0)
+    sent = _eventually(f'sum(canary_operator_alerts_total{{job="{JOB}",result="sent"}})', lambda v: v > 0)
     assert sent >= len(RECEIVERS)
 
 
@@ -268,4 +283,4 @@ def test_check_values_recorded(release):
                 lambda v: v < 99)
     _eventually(f'canary_check_threshold{{{_sel(release, check="request-success-rate", bound="min")}}}',
                 lambda v: v == 99)
-    _eventually(f'canary_metric_query_duration_seconds_count{{job="{JOB}"}}', lambda v: v > 0)
+    _eventually(f'canary_operator_metric_query_duration_seconds_count{{job="{JOB}"}}', lambda v: v > 0)

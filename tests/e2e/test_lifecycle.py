@@ -12,7 +12,7 @@ import kubernetes
 import pytest
 
 from testbed import ops
-from tests.e2e.conftest import canary, deployment
+from tests.e2e.conftest import canary, deployment, routed
 from tests.e2e.test_operator import phase, setup_canary, vs_weights, wait_phase
 
 pytestmark = pytest.mark.testbed
@@ -177,7 +177,7 @@ def test_skip_analysis(api_client, namespace, operator):
     assert seen_routes == {0}, seen_routes
     primary = _apps(api_client).read_namespaced_deployment("podinfo-primary", namespace)
     assert primary.spec.template.spec.containers[0].image == IMAGE2
-    assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
     ops.wait_until(lambda: _replicas(api_client, namespace, "podinfo") == 0, 20, "target scaled back to zero")
 
 
@@ -195,7 +195,7 @@ def test_suspend(api_client, namespace, operator):
     while time.monotonic() < deadline:
         assert phase(api_client, namespace, "podinfo") == "Initialized"
         assert _replicas(api_client, namespace, "podinfo") == 0
-        assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+        assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
         time.sleep(0.5)
     primary = _apps(api_client).read_namespaced_deployment("podinfo-primary", namespace)
     assert primary.spec.template.spec.containers[0].image != IMAGE2
@@ -281,7 +281,7 @@ def test_takeover_without_downtime(api_client, namespace, operator):
     assert _five_o_threes(namespace, window) == 0, f"503s during the takeover (window {window}s)"
 
     vs = _get(api_client, "networking.istio.io/v1beta1", "VirtualService", namespace, "podinfo")
-    assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
     hosts = {r["destination"]["host"] for r in vs["spec"]["http"][-1]["route"]}
     assert hosts == {"podinfo-primary", "podinfo-canary"}
     assert "canary.dev/original-configuration" in (vs["metadata"].get("annotations") or {})

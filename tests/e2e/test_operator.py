@@ -11,7 +11,7 @@ import kubernetes
 import pytest
 
 from testbed import ops
-from tests.e2e.conftest import canary, deployment
+from tests.e2e.conftest import canary, deployment, routed
 
 pytestmark = pytest.mark.testbed
 
@@ -72,7 +72,7 @@ def test_initialization(api_client, namespace, operator):
     assert svcs["podinfo"].spec.selector == {"app": "podinfo-primary"}
     assert svcs["podinfo-primary"].spec.selector == {"app": "podinfo-primary"}
     assert svcs["podinfo-canary"].spec.selector == {"app": "podinfo"}
-    assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
     ops.wait_until(lambda: apps.read_namespaced_deployment("podinfo", namespace).spec.replicas == 0, 20,
                    "target scaled to zero")
     st = ops.canary_status(api_client, namespace, "podinfo")
@@ -105,7 +105,7 @@ def test_promotion(api_client, namespace, operator):
     primary = apps.read_namespaced_deployment("podinfo-primary", namespace)
     assert primary.spec.template.spec.containers[0].image == IMAGE2
     assert primary.spec.selector.match_labels == {"app": "podinfo-primary"}
-    assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
     ops.wait_until(lambda: apps.read_namespaced_deployment("podinfo", namespace).spec.replicas == 0, 20,
                    "target scaled back to zero")
     cond = {c["type"]: c for c in ops.canary_status(api_client, namespace, "podinfo")["conditions"]}
@@ -126,7 +126,7 @@ def test_rollback_on_metrics(api_client, namespace, operator):
     assert failure["value"] is not None and failure["value"] < 99
     primary = _apps(api_client).read_namespaced_deployment("podinfo-primary", namespace)
     assert primary.spec.template.spec.containers[0].image == "ghcr.io/stefanprodan/podinfo:6.0.0"
-    assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
     cond = {c["type"]: c for c in st["conditions"]}
     assert cond["Promoted"]["status"] == "False"
     assert "request-success-rate" in cond["Promoted"]["message"]
@@ -146,7 +146,7 @@ def test_rollback_on_readiness(api_client, namespace, operator):
     st = ops.canary_status(api_client, namespace, "podinfo")
     assert st["phase"] == "Failed"
     assert took >= 5, f"failed after {took:.1f}s, before the 8 s progress deadline"
-    assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
     assert st["lastFailure"]["message"]
 
 
@@ -192,7 +192,7 @@ def test_rollback_webhook(api_client, namespace, operator, hooks):
     st = ops.canary_status(api_client, namespace, "podinfo")
     assert st["phase"] == "Failed"
     assert st["lastFailure"]["check"] == "rb"
-    assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
 
 
 def test_bad_input(api_client, namespace, operator):
@@ -210,8 +210,10 @@ def test_bad_input(api_client, namespace, operator):
                    for c in st.get("conditions", []))
 
     ops.wait_until(reported, 30, "a condition about the missing Deployment")
-    events = kubernetes.client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-    assert any(e.type == "Warning" for e in events)
+    # the Warning event follows the status that decided it (notifications come after the write)
+    core = kubernetes.client.CoreV1Api(api_client)
+    ops.wait_until(lambda: any(e.type == "Warning" for e in core.list_namespaced_event(namespace).items),
+                   10, "a Warning event about the missing Deployment")
     assert vs_weights(api_client, namespace, "podinfo") is None  # no traffic object was touched
     # once the Deployment exists it initializes
     ops.apply(api_client, deployment("podinfo"), namespace)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from canary.adapters.prometheus import PrometheusClient, PrometheusError, run_metrics
 from canary.models import Canary, MetricTemplate
+from testbed import cluster
 
-PROMETHEUS = "http://127.0.0.1:19090"
+PROMETHEUS = cluster.PROM_URL  # the testbed's (CANARY_TESTBED_PORT_OFFSET moves it)
 
 
 def _ready() -> bool:
@@ -21,9 +24,21 @@ def _ready() -> bool:
 pytestmark = pytest.mark.testbed
 
 
+def _scraped_itself() -> bool:
+    try:
+        got = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": 'sum(rate(prometheus_http_requests_total[1m]))'}, timeout=2.0)
+        return bool(got.json()["data"]["result"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
 @pytest.fixture(autouse=True)
 def _prometheus_up(testbed):
     assert _ready(), f"testbed Prometheus not reachable at {PROMETHEUS}"
+    # a testbed started for this file alone: it may not have scraped itself twice yet (a rate)
+    deadline = time.monotonic() + 30
+    while not _scraped_itself() and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 # A namespace no simulator reports, so that the builtin queries have no values.

@@ -35,7 +35,9 @@ pytestmark = pytest.mark.testbed
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "canary-operator"
 CACHE = Path(os.environ.get("CANARY_CACHE", Path.home() / ".cache" / "canary-operator"))
-RBAC_ENV = {"CANARY_TESTBED_DIR": str(CACHE / "testbed-rbac"), "CANARY_TESTBED_PORT_OFFSET": "100"}
+# CANARY_RBAC_TESTBED_DIR / CANARY_RBAC_TESTBED_PORT_OFFSET: another place for it (parallel runs)
+RBAC_ENV = {"CANARY_TESTBED_DIR": os.environ.get("CANARY_RBAC_TESTBED_DIR", str(CACHE / "testbed-rbac")),
+            "CANARY_TESTBED_PORT_OFFSET": os.environ.get("CANARY_RBAC_TESTBED_PORT_OFFSET", "100")}
 RELEASE, RELEASE_NS = "canary-operator", "canary-system"
 SA_USER = f"system:serviceaccount:{RELEASE_NS}:canary-operator"
 IMAGE2 = "ghcr.io/stefanprodan/podinfo:6.0.1"

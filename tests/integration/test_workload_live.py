@@ -161,8 +161,9 @@ async def test_initialize_scale_promote_revert(kube, namespace):
 
     if owned:  # the owner references are valid: deleting the Canary collects what it owns
         await kube.delete("canary.dev/v1beta1", "canaries", ns, "podinfo", propagation="Background")
-        await until(lambda: _gone(kube, "apps/v1", "deployments", ns, "podinfo-primary"), what="primary GC")
-        await until(lambda: _gone(kube, "v1", "services", ns, "podinfo-canary"), what="canary Service GC")
+        # (the garbage collector of a controller-manager that has just started syncs its graph first)
+        await until(lambda: _gone(kube, "apps/v1", "deployments", ns, "podinfo-primary"), 90, what="primary GC")
+        await until(lambda: _gone(kube, "v1", "services", ns, "podinfo-canary"), 90, what="canary Service GC")
         assert await kube.get("v1", "services", ns, "podinfo") is not None
 
 
@@ -227,3 +228,31 @@ async def _available(kube: Kube, ns: str, name: str) -> bool:
 
 async def _gone(kube: Kube, api_version: str, plural: str, ns: str, name: str) -> bool:
     return await kube.get(api_version, plural, ns, name) is None
+
+
+async def test_promotion_reads_again_when_the_primary_spec_changed_since_it_was_read(kube, namespace):
+    """The promotion patches the spec on the condition of the generation it read: the real API
+    server refuses a stale one (422, a failed JSON patch `test`), and the promotion reads again
+    instead of failing or overwriting the newer spec (the HPA's replicas, here)."""
+    ns = namespace
+    target = await kube.create("apps/v1", "deployments", ns, deployment(ns))
+    canary = await make_canary(kube, canary_body(ns, autoscalerRef={
+        "apiVersion": "autoscaling/v2beta2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"}))
+    w = Workloads(kube)
+    await w.initialize(canary, target)
+    stale = await kube.get("apps/v1", "deployments", ns, "podinfo-primary")
+    await kube.patch("apps/v1", "deployments", ns, "podinfo-primary", {"spec": {"replicas": 3}})
+    reads = []
+    fresh = w._get_deployment
+
+    async def first_read_stale(namespace_: str, name: str):
+        reads.append(name)
+        return stale if len(reads) == 1 else await fresh(namespace_, name)
+
+    w._get_deployment = first_read_stale  # type: ignore[method-assign]
+    new = deployment(ns, image="ghcr.io/stefanprodan/podinfo:6.0.1")
+    await w.promote(canary, new, "r2")
+    primary = await kube.get("apps/v1", "deployments", ns, "podinfo-primary")
+    assert len(reads) == 2
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
+    assert primary["spec"]["replicas"] == 3  # the newer spec's count, kept (autoscalerRef)

@@ -71,6 +71,31 @@ def merge_patch(target, patch):
     return out
 
 
+class JsonPatchTestFailed(Exception):
+    pass
+
+
+def json_patch(target: dict, ops: list[dict]) -> dict:
+    """RFC 6902's test, replace, add and remove on object paths (what canary/ sends)."""
+    out = copy.deepcopy(target)
+    for op in ops:
+        keys = [k.replace("~1", "/").replace("~0", "~") for k in op["path"].split("/")[1:]]
+        parent = out
+        for k in keys[:-1]:
+            parent = parent[k]
+        last = keys[-1]
+        if op["op"] == "test":
+            if parent.get(last) != op["value"]:
+                raise JsonPatchTestFailed(op["path"])
+        elif op["op"] in ("replace", "add"):
+            parent[last] = copy.deepcopy(op["value"])
+        elif op["op"] == "remove":
+            del parent[last]
+        else:
+            raise ValueError(f"json patch op {op['op']!r} is not supported by the fake")
+    return out
+
+
 class FakeApiServer:
     def __init__(self, groups: dict[str, list[str]] | None = None):
         self.groups = dict(DEFAULT_GROUPS if groups is None else groups)
@@ -224,7 +249,15 @@ class FakeApiServer:
         if verb == "patch":
             ctype = request.headers.get("content-type", "")
             if "json-patch" in ctype:
-                return _status(415, "UnsupportedMediaType", "json patch is not supported by the fake")
+                try:
+                    new = json_patch(old, body)
+                except JsonPatchTestFailed:  # as the API server answers a failed `test`
+                    return _status(422, "Invalid", "the server rejected our request due to an error in our request")
+                return httpx.Response(200, json=self._store(group, namespace, plural, old, new, sub == "status"))
+            rv = ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+            if rv is not None and rv != old["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": '
+                                                "the object has been modified")
             new = merge_patch(old, body)
             return httpx.Response(200, json=self._store(group, namespace, plural, old, new, sub == "status"))
         if verb == "delete":

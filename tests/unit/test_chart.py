@@ -215,6 +215,122 @@ def test_image_tag_and_pull_secrets():
     assert only(objs, "Deployment")["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
 
 
+def test_image_digest_and_numeric_tag():
+    digest = "sha256:" + "ab" * 32
+    assert container(render({"image": {"digest": digest, "tag": "ignored"}}))["image"] == \
+        f"ghcr.io/canary-dev/canary-operator@{digest}"
+    assert container(render({"image": {"tag": 2}}))["image"] == "ghcr.io/canary-dev/canary-operator:2"
+    assert container(render({"image": {"tag": 1.5}}))["image"] == "ghcr.io/canary-dev/canary-operator:1.5"
+    assert container(render({"image": {"tag": ""}}))["image"] == f"ghcr.io/canary-dev/canary-operator:{app_version()}"
+
+
+def test_operator_flags_from_values():
+    objs = render({"selectorLabels": "app.kubernetes.io/name,app", "clusterName": "prod-eu",
+                   "alertWebhook": "https://alerts.example/hook", "eventWebhook": "https://events.example/hook",
+                   "extraArgs": ["--shutdown-timeout=45"]})
+    args = parse_args(objs)
+    assert args.selector_labels == "app.kubernetes.io/name,app"
+    assert args.cluster_name == "prod-eu"
+    assert args.alert_webhook == "https://alerts.example/hook"
+    assert args.event_webhook == "https://events.example/hook"
+    assert args.shutdown_timeout == 45  # extraArgs come last, so they win
+    defaults = parse_args(render())
+    assert defaults.cluster_name == "" and defaults.alert_webhook is None and defaults.event_webhook is None
+    assert defaults.selector_labels == operator_parser().parse_args(["operator"]).selector_labels
+
+
+def test_tick_slots_default_to_the_operators_and_the_namespace_share_is_a_value():
+    defaults, bare = parse_args(render()), operator_parser().parse_args(["operator"])
+    assert defaults.max_concurrent == bare.max_concurrent  # the chart does not halve the operator's default
+    assert defaults.max_per_namespace is None
+    assert parse_args(render({"maxPerNamespace": 7})).max_per_namespace == 7
+
+
+def test_kube_api_qps_and_burst():
+    """The API client's client-side rate limit (Flagger's kubeconfigQPS / kubeconfigBurst)."""
+    args = parse_args(render({"kubeApi": {"qps": 20, "burst": 40}}))
+    assert (args.kube_api_qps, args.kube_api_burst) == (20.0, 40)
+    assert parse_args(render({"kubeApi": {"qps": 2.5}})).kube_api_qps == 2.5
+    default_args = container(render())["args"]
+    assert not any(a.startswith("--kube-api-") for a in default_args)  # qps 0: no limit, the operator's default
+    defaults, bare = parse_args(render()), operator_parser().parse_args(["operator"])
+    assert (defaults.kube_api_qps, defaults.kube_api_burst) == (bare.kube_api_qps, bare.kube_api_burst) == (0.0, 100)
+
+
+def test_extra_env_volumes_and_mounts():
+    objs = render({"env": [{"name": "A", "value": "1"}], "extraEnv": [{"name": "B", "value": "2"}],
+                   "volumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+                   "volumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corp", "readOnly": True}]})
+    c = container(objs)
+    assert [e["name"] for e in c["env"]] == ["PYTHONUNBUFFERED", "A", "B"]
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"},
+                                 {"name": "ca", "mountPath": "/etc/ssl/corp", "readOnly": True}]
+    pod = only(objs, "Deployment")["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp", "ca"]
+    assert pod["volumes"][1] == {"name": "ca", "configMap": {"name": "corp-ca"}}
+
+
+def test_pod_annotations_and_scrape_annotations():
+    meta = only(render({"podAnnotations": {"team": "platform"}}), "Deployment")["spec"]["template"]["metadata"]
+    assert meta["annotations"] == {"team": "platform"}
+    assert "annotations" not in only(render(), "Deployment")["spec"]["template"]["metadata"]
+    meta = only(render({"metrics": {"scrapeAnnotations": True, "port": 9100}}), "Deployment")["spec"]["template"]["metadata"]
+    assert meta["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "9100",
+                                   "prometheus.io/path": "/metrics"}
+
+
+def test_service_monitor_namespace_relabelings_and_honor_labels():
+    relabel = [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}]
+    drop = [{"sourceLabels": ["__name__"], "regex": "python_gc_.*", "action": "drop"}]
+    sm = only(render({"metrics": {"serviceMonitor": {"enabled": True, "namespace": "monitoring", "honorLabels": True,
+                                                     "relabelings": relabel, "metricRelabelings": drop}}}),
+              "ServiceMonitor")
+    assert sm["metadata"]["namespace"] == "monitoring"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NS]}  # the Service stays in the release namespace
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    assert endpoint["relabelings"] == relabel and endpoint["metricRelabelings"] == drop
+    (endpoint,) = only(render({"metrics": {"serviceMonitor": {"enabled": True}}}), "ServiceMonitor")["spec"]["endpoints"]
+    assert "honorLabels" not in endpoint and "relabelings" not in endpoint
+
+
+def test_dashboard_namespace_and_folder():
+    cm = only(render({"grafanaDashboard": {"namespace": "grafana", "folder": "Delivery"}}), "ConfigMap")
+    assert cm["metadata"]["namespace"] == "grafana"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Delivery"}
+    cm = only(render({"grafanaDashboard": {"folder": "D", "folderAnnotation": "k8s-sidecar-target-directory",
+                                           "annotations": {"x": "y"}}}), "ConfigMap")
+    assert cm["metadata"]["annotations"] == {"k8s-sidecar-target-directory": "D", "x": "y"}
+    assert "annotations" not in only(render(), "ConfigMap")["metadata"]
+
+
+def test_crds_can_be_templates_kept_on_uninstall():
+    assert not [o for o in render() if o["kind"] == "CustomResourceDefinition"]  # default: Helm's crds/
+    crds = {o["metadata"]["name"]: o for o in render({"crds": {"install": True}})
+            if o["kind"] == "CustomResourceDefinition"}
+    generated = {yaml.safe_load(f.read_text())["metadata"]["name"]: yaml.safe_load(f.read_text())
+                 for f in (CHART / "crds").glob("*.yaml")}
+    assert set(crds) == set(generated) == {"canaries.canary.dev", "metrictemplates.canary.dev",
+                                           "alertproviders.canary.dev"}
+    for name, crd in crds.items():
+        assert crd["spec"] == generated[name]["spec"], name  # the generated CRDs, unchanged
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    unkept = [o for o in render({"crds": {"install": True, "keep": False}}) if o["kind"] == "CustomResourceDefinition"]
+    assert unkept and all("helm.sh/resource-policy" not in (o["metadata"].get("annotations") or {}) for o in unkept)
+
+
+def test_the_readme_upgrade_advice_keeps_new_defaults():
+    """--reuse-values would keep the old release's values and drop every new value's default
+    (a template reading it then fails or renders empty); --reset-then-reuse-values does not."""
+    for doc in (REPO / "README.md", REPO / "docs" / "install.md"):
+        upgrades = [line for line in doc.read_text().splitlines() if line.lstrip().startswith(("helm upgrade", "`helm upgrade"))]
+        assert upgrades, doc
+        for line in upgrades:
+            assert "--reset-then-reuse-values" in line, (doc, line)
+            assert " --reuse-values" not in line, (doc, line)
+
+
 # ---- bad values are refused with the key named --------------------------------------------------
 
 
@@ -234,6 +350,20 @@ def test_image_tag_and_pull_secrets():
     ({"metrics": {"serviceMonitor": {"enabled": True, "interval": "often"}}}, "/metrics/serviceMonitor/interval"),
     ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ({"image": {"digest": "latest"}}, "/image/digest"),
+    ({"image": {"tag": True}}, "/image/tag"),
+    ({"clusterName": "prod eu"}, "/clusterName"),
+    ({"alertWebhook": "hooks.example"}, "/alertWebhook"),
+    ({"eventWebhook": "hooks.example"}, "/eventWebhook"),
+    ({"extraArgs": ["shutdown"]}, "/extraArgs/0"),
+    ({"selectorLabels": "app, name"}, "/selectorLabels"),
+    ({"volumeMounts": [{"name": "x", "mountPath": "relative"}]}, "/volumeMounts/0/mountPath"),
+    ({"crds": {"instal": True}}, "instal"),
+    ({"metrics": {"serviceMonitor": {"namespace": "Mon"}}}, "/metrics/serviceMonitor/namespace"),
+    ({"grafanaDashboard": {"namespace": "Graf ana"}}, "/grafanaDashboard/namespace"),
+    ({"kubeApi": {"qps": -1}}, "/kubeApi/qps"),
+    ({"kubeApi": {"burst": 0}}, "/kubeApi/burst"),
+    ({"kubeApi": {"qpss": 5}}, "qpss"),
 ])
 def test_bad_values_are_refused_by_the_schema(values, where):
     with pytest.raises(helm.HelmValuesError) as exc:
@@ -300,3 +430,17 @@ def test_constraints_pin_every_runtime_dependency():
         name = re.sub(r"[-_.]+", "-", req.name).lower()
         assert name in pins, f"{name} is not pinned in constraints.txt: run scripts/constraints.py"
         assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} does not satisfy {req}"
+
+
+def test_security_values_reach_the_operator():
+    from canary import security
+
+    default = security.from_args(parse_args(render()))
+    assert not default.no_cross_namespace_refs and not default.egress.allowlist
+    objs = render({"noCrossNamespaceRefs": True,
+                   "egress": {"denyCIDRs": ["10.96.0.0/12"], "allowHosts": [".svc.cluster.local"]}})
+    policy = security.from_args(parse_args(objs))
+    assert policy.no_cross_namespace_refs
+    assert policy.egress.allow_hosts == (".svc.cluster.local",)
+    assert any(str(n) == "10.96.0.0/12" for n in policy.egress.deny_cidrs)
+    assert any(str(n) == "169.254.0.0/16" for n in policy.egress.deny_cidrs)  # the defaults stay

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from canary import cli, commands
+from canary.cli.watch import Change
 from canary.revision import template_hash
 
 NOW = datetime(2026, 3, 1, 10, 0, 0, tzinfo=timezone.utc)
@@ -61,6 +62,8 @@ class FakeApi:
         self.patches: list[tuple[str, str, dict]] = []
         self.script: list[dict] = []  # successive versions returned by get_canary (then the last)
         self.down = False
+        self.clock: Clock | None = None  # the fake clock of run(), moved by idle watches
+        self.watched = 0  # Canary versions a watch delivered
 
     def _check(self):
         if self.down:
@@ -94,6 +97,28 @@ class FakeApi:
         return copy.deepcopy(obj)
 
 
+    def watch(self, namespace, name, related, idle):
+        """The script's versions as changes (else the objects), then the Deployments; then
+        nothing but idle periods, each moving the clock."""
+        self._check()
+        if self.script:
+            versions, self.script = list(self.script), self.script[-1:]
+        else:
+            versions = [o for (ns, n), o in self.objects.items()
+                        if (namespace is None or ns == namespace) and (name is None or n == name)]
+        for obj in versions:
+            self.watched += 1
+            yield Change("canary", "MODIFIED", copy.deepcopy(obj))
+        if related:
+            for (ns, _), d in self.deployments.items():
+                if ns == namespace:
+                    yield Change("deployment", "ADDED", copy.deepcopy(d))
+        while True:
+            if self.clock is not None:
+                self.clock.sleep(idle)
+            yield None
+
+
 class Clock:
     def __init__(self):
         self.t = 0.0
@@ -107,6 +132,7 @@ class Clock:
 
 def run(api: FakeApi, *argv: str) -> tuple[int, str, str]:
     out, err, clock = io.StringIO(), io.StringIO(), Clock()
+    api.clock = clock
     ctx = cli.Ctx(api_factory=lambda: api, out=out, err=err, clock=lambda: NOW, sleep=clock.sleep,
                   monotonic=clock.monotonic)
     code = cli.main(list(argv), ctx=ctx)
@@ -166,10 +192,10 @@ def test_wait_exit_codes(final, code):
     assert final in out
 
 
-def test_wait_times_out_with_2():
+def test_wait_times_out_with_124():
     api = FakeApi(canary())
-    code, out, _ = run(api, "status", "podinfo", "--wait", "--timeout", "5")
-    assert code == 2 and "timed out after 5s" in out and "Progressing" in out
+    code, out, _ = run(api, "status", "podinfo", "--wait", "--timeout", "5s")
+    assert code == 124 and "timed out after 5s" in out and "Progressing" in out
 
 
 def test_wait_ignores_an_old_outcome_until_the_new_revision_is_picked_up():
@@ -177,7 +203,7 @@ def test_wait_ignores_an_old_outcome_until_the_new_revision_is_picked_up():
     api = FakeApi(old)
     api.script = [old, old, canary(phase="Progressing"), canary(phase="Succeeded", weight=0)]
     code, out, _ = run(api, "status", "podinfo", "--wait", "--timeout", "60")
-    assert code == 0 and len(api.script) == 1  # it waited for the run of the current revision
+    assert code == 0 and api.watched == 3  # it waited for the run of the current revision
 
 
 def test_wait_does_not_end_while_a_command_is_pending():
@@ -372,7 +398,7 @@ def test_command_wait_reports_the_decision(result, code):
 def test_command_wait_times_out():
     api = FakeApi(canary())
     rc, out, _ = run(api, "pause", "podinfo", "--wait", "--timeout", "3")
-    assert rc == 2 and "timed out after 3s" in out
+    assert rc == 124 and "timed out after 3s" in out
 
 
 # ---- errors --------------------------------------------------------------------------------------

@@ -776,3 +776,70 @@ async def test_reconciler_keeps_the_pause_annotation_and_rejects_with_a_warning(
     for _ in range(8):
         await _tick(api, deps, clock, 10)
     assert _canary(api)["status"]["phase"] in ("Promoting", "Finalising", "Succeeded")
+
+
+async def test_reconciler_reports_a_refused_name_as_an_invalid_spec():
+    """A name the client refuses (InvalidName) ends as Valid=False and a Warning event, no crash."""
+    from canary.adapters.kube import InvalidName
+
+    api, deps, router, clock = _cluster()
+
+    async def refuse(*args, **kwargs):
+        raise InvalidName("name", "..", "may not be empty, '.' or '..'")
+
+    deps.workloads.initialize = refuse
+    await _tick(api, deps, clock)
+    valid = [c for c in _canary(api)["status"]["conditions"] if c["type"] == "Valid"]
+    assert valid and valid[0]["status"] == "False" and "'..'" in valid[0]["message"]
+    assert [e for e in _events(api) if e["type"] == "Warning" and e["reason"] == "InvalidSpec"]
+    assert router.sets == []
+
+
+@pytest.mark.parametrize("analysis", [
+    {"interval": "10s", "stepWeights": [0, 0]},
+    {"interval": "10s", "stepWeight": 10, "webhooks": [{"name": "slow", "url": "http://127.0.0.1:1/",
+                                                       "timeout": "1000h"}]},
+    {"interval": "10s", "stepWeight": 10, "metrics": [{"name": "m", "thresholdRange": {"min": 2, "max": 1}}]},
+])
+async def test_reconciler_refuses_an_impossible_spec_before_any_action(analysis):
+    import copy as _copy
+
+    api, deps, router, clock = _cluster()
+    old = api.objects[("canary.dev", "test", "canaries", "podinfo")]
+    new = _copy.deepcopy(old)
+    new["spec"]["analysis"] = analysis
+    api._store("canary.dev", "test", "canaries", old, new)
+    before = len(api.requests)
+    await _tick(api, deps, clock)
+    valid = [c for c in _canary(api)["status"]["conditions"] if c["type"] == "Valid"]
+    assert valid and valid[0]["status"] == "False" and valid[0]["reason"] == "InvalidSpec"
+    assert [e for e in _events(api) if e["type"] == "Warning" and e["reason"] == "InvalidSpec"]
+    assert router.routes is None and router.sets == []
+    written = {(r.resource, r.verb) for r in api.requests[before:] if r.verb in ("create", "patch", "update")}
+    assert written == {("events", "create"), ("canaries/status", "patch")}
+
+
+async def test_cross_namespace_refs_are_refused_when_the_operator_says_so():
+    import copy as _copy
+
+    from canary import security
+
+    api, deps, router, clock = _cluster()
+    old = api.objects[("canary.dev", "test", "canaries", "podinfo")]
+    new = _copy.deepcopy(old)
+    new["spec"]["analysis"]["metrics"] = [{"name": "m", "templateRef": {"name": "t", "namespace": "other"}}]
+    new["spec"]["analysis"]["alerts"] = [{"name": "a", "providerRef": {"name": "p", "namespace": "test"}}]
+    api._store("canary.dev", "test", "canaries", old, new)
+    security.configure(security.Policy(no_cross_namespace_refs=True))
+    try:
+        await _tick(api, deps, clock)
+    finally:
+        security.configure(security.Policy())
+    valid = [c for c in _canary(api)["status"]["conditions"] if c["type"] == "Valid"]
+    assert valid and valid[0]["status"] == "False"
+    assert "MetricTemplate other/t" in valid[0]["message"] and "alert a" not in valid[0]["message"]
+    assert router.routes is None
+    # off (the default, as Flagger): the same spec proceeds (routes once the primary is ready)
+    await _tick(api, deps, clock, 61)
+    await _tick(api, deps, clock, 1)
+    assert router.routes is not None

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from canary import crd, models
 from canary.duration import DURATION_PATTERN
@@ -80,7 +80,8 @@ def test_crd_metadata(kind: str) -> None:
     [version] = spec["versions"]
     assert (version["name"], version["served"], version["storage"]) == ("v1beta1", True, True)
     assert version["subresources"] == {"status": {}}
-    assert crd.canary_crd()["spec"]["names"]["shortNames"] == ["canary", "cn"]
+    # Flagger's CRD has no short names but its singular is "canary": "cn" and "cdcanary" are ours alone
+    assert crd.canary_crd()["spec"]["names"]["shortNames"] == ["canary", "cn", "cdcanary"]
 
 
 def test_printer_columns() -> None:
@@ -327,21 +328,45 @@ def test_flagger_field_is_in_the_crd(kind: str, path: str) -> None:
 
 
 WEIGHT = {"type": "integer", "minimum": 0, "maximum": 100}
-DURATION = {"type": "string", "pattern": DURATION_PATTERN}
+POSITIVE_WEIGHT = {"type": "integer", "minimum": 1, "maximum": 100}
+DURATION = {"type": "string", "pattern": DURATION_PATTERN, "maxLength": 32}
+SUBDOMAIN = {"type": "string", "pattern": models.DNS1123_SUBDOMAIN, "maxLength": 253}
+DERIVED = {"type": "string", "pattern": models.DNS1123_SUBDOMAIN, "maxLength": 245}
+NAMESPACE = {"type": "string", "pattern": models.DNS1123_LABEL, "maxLength": 63}
+LIST_MAP = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
 
 @pytest.mark.parametrize(
     ("kind", "path", "expected"),
     [
-        ("Canary", "spec.analysis.maxWeight", WEIGHT),
-        ("Canary", "spec.analysis.stepWeight", WEIGHT),
-        ("Canary", "spec.analysis.stepWeights[]", WEIGHT),
-        ("Canary", "spec.analysis.stepWeightPromotion", WEIGHT),
+        ("Canary", "spec.analysis.maxWeight", POSITIVE_WEIGHT),
+        ("Canary", "spec.analysis.stepWeight", POSITIVE_WEIGHT),
+        ("Canary", "spec.analysis.stepWeights[]", POSITIVE_WEIGHT),
+        ("Canary", "spec.analysis.stepWeights", {"maxItems": 100}),
+        ("Canary", "spec.analysis.stepWeightPromotion", POSITIVE_WEIGHT),
         ("Canary", "spec.analysis.mirrorWeight", WEIGHT),
         ("Canary", "spec.analysis.primaryReadyThreshold", WEIGHT),
-        ("Canary", "spec.analysis.canaryReadyThreshold", WEIGHT),
-        ("Canary", "spec.analysis.threshold", {"type": "integer", "minimum": 0}),
-        ("Canary", "spec.analysis.iterations", {"type": "integer", "minimum": 0}),
+        ("Canary", "spec.analysis.canaryReadyThreshold", POSITIVE_WEIGHT),
+        ("Canary", "spec.analysis.threshold", {"type": "integer", "minimum": 0, "maximum": 1000}),
+        ("Canary", "spec.analysis.iterations", {"type": "integer", "minimum": 0, "maximum": 1000}),
+        ("Canary", "spec.analysis.webhooks[].retries", {"type": "integer", "minimum": 0, "maximum": 10}),
+        ("Canary", "spec.analysis.webhooks", {"maxItems": 32, **LIST_MAP}),
+        ("Canary", "spec.analysis.metrics", {"maxItems": 32, **LIST_MAP}),
+        ("Canary", "spec.analysis.alerts", {"maxItems": 16, **LIST_MAP}),
+        ("Canary", "spec.analysis.metrics[].templateVariables", {"maxProperties": 32}),
+        ("Canary", "spec.analysis.metrics[].templateRef.name", SUBDOMAIN),
+        ("Canary", "spec.analysis.metrics[].templateRef.namespace", NAMESPACE),
+        ("Canary", "spec.analysis.alerts[].providerRef.name", SUBDOMAIN),
+        ("Canary", "spec.analysis.alerts[].providerRef.namespace", NAMESPACE),
+        ("Canary", "spec.targetRef.name", DERIVED),
+        ("Canary", "spec.autoscalerRef.name", DERIVED),
+        ("Canary", "spec.service.name", {"type": "string", "pattern": models.DNS1035_LABEL, "maxLength": 55}),
+        ("Canary", "spec.service.gatewayRefs[].name", SUBDOMAIN),
+        ("Canary", "spec.analysis.sessionAffinity.cookieName", {"pattern": models.COOKIE_NAME}),
+        ("Canary", "spec.analysis.webhooks[].url", {"maxLength": 2048}),
+        ("Canary", "metadata", {"properties": {"name": {"type": "string", "maxLength": 236}}}),
+        ("MetricTemplate", "spec.provider.secretRef.name", SUBDOMAIN),
+        ("AlertProvider", "spec.secretRef.name", SUBDOMAIN),
         ("Canary", "spec.analysis.interval", DURATION),
         ("Canary", "spec.analysis.metrics[].interval", DURATION),
         ("Canary", "spec.analysis.webhooks[].timeout", DURATION),
@@ -380,6 +405,7 @@ def test_enums() -> None:
     assert "WaitingPromotion" in node_at(canary, "status.phase")["enum"]
     assert set(node_at(root_schema("AlertProvider"), "spec.type")["enum"]) == {
         "slack", "msteams", "discord", "rocket", "gchat", "googlechat", "generic",
+        "msteams-workflows", "alertmanager", "pagerduty", "opsgenie",
     }
     assert "prometheus" in node_at(root_schema("MetricTemplate"), "spec.provider.type")["enum"]
 
@@ -414,6 +440,12 @@ def validate(value: Any, node: dict[str, Any], path: str = "") -> list[str]:
         errors.append(f"{where}: {value!r} does not match {node['pattern']}")
     if "minLength" in node and len(value) < node["minLength"]:
         errors.append(f"{where}: too short")
+    if "maxLength" in node and len(value) > node["maxLength"]:
+        errors.append(f"{where}: too long")
+    if node.get("x-kubernetes-list-type") == "map":
+        keys = [tuple(item.get(k) for k in node["x-kubernetes-list-map-keys"]) for item in value]
+        if len(set(keys)) != len(keys):
+            errors.append(f"{where}: duplicate entries for key {node['x-kubernetes-list-map-keys']}")
     if "maxItems" in node and len(value) > node["maxItems"]:
         errors.append(f"{where}: too many items")
     if node.get("format") == "date-time":
@@ -476,7 +508,24 @@ def _podinfo() -> dict[str, Any]:
     ("path", "value", "error"),
     [
         ("analysis.stepWeight", 150, "150 > 100"),
-        ("analysis.maxWeight", -5, "-5 < 0"),
+        ("analysis.maxWeight", -5, "-5 < 1"),
+        ("analysis.maxWeight", 0, "0 < 1"),
+        ("analysis.stepWeights", [0, 0], "0 < 1"),
+        ("analysis.canaryReadyThreshold", 0, "0 < 1"),
+        ("analysis.iterations", 10**9, "> 1000"),
+        ("analysis.interval", "9999999999999h", "does not match"),
+        ("analysis.interval", "1h" * 17, "too long"),
+        ("analysis.webhooks", [{"name": "w", "url": "http://x", "retries": 10**9}], "> 10"),
+        ("analysis.webhooks", [{"name": "w", "url": "file:///etc/passwd"}], "does not match"),
+        ("analysis.webhooks", [{"name": "w", "url": "http://a"}, {"name": "w", "url": "http://b"}], "duplicate"),
+        ("analysis.metrics", [{"name": "m"}, {"name": "m"}], "duplicate"),
+        ("analysis.sessionAffinity", {"cookieName": "c; Domain=evil"}, "does not match"),
+        ("analysis.sessionAffinity", {"cookieName": "c", "path": "/;Secure"}, "does not match"),
+        ("analysis.alerts", [{"name": "a", "providerRef": {"name": "../../kube-system/x"}}], "does not match"),
+        ("targetRef.name", "../../kube-system/deployments/coredns", "does not match"),
+        ("targetRef.name", "a" * 246, "too long"),
+        ("service.name", "kube-dns/../x", "does not match"),
+        ("service.name", "s" * 56, "too long"),
         ("analysis.stepWeights", [10, 101], "101 > 100"),
         ("analysis.stepWeightPromotion", 101, "101 > 100"),
         ("analysis.mirrorWeight", 200, "200 > 100"),
@@ -519,8 +568,18 @@ def test_crd_rejects(path: str, value: Any, error: str) -> None:
     assert any(error in e for e in errors), errors
 
 
+def test_crd_bounds_the_canary_name() -> None:
+    doc = _podinfo()
+    doc["metadata"]["name"] = "c" * 237
+    assert any("too long" in e for e in validate(doc, root_schema("Canary")))
+
+
 def test_crd_rejects_bad_templates_and_providers() -> None:
     template = root_schema("MetricTemplate")
+    walking = {"spec": {"provider": {"type": "prometheus", "secretRef": {"name": "../x"}}, "query": "up"}}
+    assert any("does not match" in e for e in validate(walking, template))
+    walking = {"spec": {"type": "slack", "secretRef": {"name": "../../kube-system/secrets/token"}}}
+    assert any("does not match" in e for e in validate(walking, root_schema("AlertProvider")))
     assert validate({"spec": {"provider": {"type": "graphana"}, "query": "up"}}, template)
     assert validate({"spec": {"provider": {"type": "prometheus"}}}, template)
     provider = root_schema("AlertProvider")
@@ -548,16 +607,20 @@ def from_schema(node: dict[str, Any]) -> st.SearchStrategy[Any]:
         if node.get("format") == "date-time":
             return _instants.map(models.format_timestamp)
         if "pattern" in node:
-            return st.from_regex(node["pattern"], fullmatch=True)
+            longest = node.get("maxLength", 10**6)
+            shortest = node.get("minLength", 0)
+            return st.from_regex(node["pattern"], fullmatch=True).filter(lambda s: shortest <= len(s) <= longest)
         return st.text(min_size=node.get("minLength", 0), max_size=12)
     if kind == "integer":
         return st.integers(min_value=node.get("minimum", -(10**6)), max_value=node.get("maximum", 10**6))
     if kind == "number":
-        return st.floats(allow_nan=False, allow_infinity=False)
+        return st.floats(min_value=node.get("minimum"), max_value=node.get("maximum"),
+                         allow_nan=False, allow_infinity=False)
     if kind == "boolean":
         return st.booleans()
     if kind == "array":
-        return st.lists(from_schema(node["items"]), max_size=min(2, node.get("maxItems", 2)))
+        unique = (lambda item: item.get("name")) if node.get("x-kubernetes-list-type") == "map" else None
+        return st.lists(from_schema(node["items"]), max_size=min(2, node.get("maxItems", 2)), unique_by=unique)
     if node.get("x-kubernetes-preserve-unknown-fields"):
         return st.dictionaries(_keys, st.one_of(st.integers(), _keys), max_size=2)
     if "additionalProperties" in node:
@@ -587,7 +650,13 @@ def test_everything_the_crd_accepts_round_trips_through_the_models(kind: str) ->
     @given(objects)
     def check(obj: dict[str, Any]) -> None:
         assert validate(obj, schema) == []
-        parsed = model.model_validate(obj)
+        try:
+            parsed = model.model_validate(obj)
+        except ValidationError as e:
+            # only what a schema cannot say (increasing steps, min <= max, a timeout's maximum):
+            # the reconciler reports these as Valid=False before any action
+            assert {err["type"] for err in e.errors()} == {"value_error"}, e
+            return
         dumped = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
         dumped.pop("metadata", None)
         if kind == "Canary" and "status" in obj:

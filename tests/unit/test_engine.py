@@ -1,38 +1,32 @@
-"""Whole releases driven tick by tick through engine.plan/step with a small fake world.
-
-The world applies the engine's actions to a dict-like state (routes, replicas, primary) and
-answers the checks the plan asks for; a virtual clock advances by the engine's wake_after.
+"""Whole releases driven tick by tick through engine.plan/step in canary.world.World (the
+world `canary simulate` uses too): it applies the engine's actions, answers the checks the
+plan asks for, and a virtual clock advances by the engine's wake_after.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from canary import engine
-from canary.models import Canary, CanaryStatus
+from canary.models import Canary
 from canary.types import (
-    Alert,
     CallWebhooks,
     Event,
     Initialize,
-    MetricResult,
-    Observation,
     Phase,
     Promote,
-    Readiness,
     Ready,
     Routes,
     ScaleTarget,
     SetRoutes,
-    WebhookResult,
-    WorkloadState,
 )
+from canary.world import T0, World
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+__all__ = ["SUCCESS_RATE", "T0", "World", "make_canary", "released_world"]
 
 
 def make_canary(analysis: dict[str, Any] | None = None, **spec: Any) -> Canary:
@@ -54,146 +48,6 @@ def make_canary(analysis: dict[str, Any] | None = None, **spec: Any) -> Canary:
 SUCCESS_RATE = {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"}
 
 
-class World:
-    """A cluster reduced to what the engine looks at."""
-
-    def __init__(self, canary: Canary, revision: str = "rev1", now: datetime = T0):
-        self.canary = canary
-        self.status = CanaryStatus()
-        self.now = now
-        self.revision = revision
-        self.routes: Routes | None = None
-        self.target_exists = True
-        self.target_up = True  # replicas > 0
-        self.target_state = Ready.READY
-        self.primary_exists = False
-        self.primary_state = Ready.READY
-        self.metric_value: float | None = 100.0
-        self.hook_ok: dict[str, bool] = {}  # webhook name -> answer (default: pass; rollback: no)
-        self.error: str | None = None
-        # recordings
-        self.decisions: list[engine.Decision] = []
-        self.actions: list[Any] = []
-        self.weights: list[int] = []
-        self.phases: list[Phase] = []
-        self.plans: list[Any] = []
-        self.promoted: list[str] = []
-        self.called_hooks: list[tuple[str, str]] = []
-
-    # -- observation -----------------------------------------------------------------------
-
-    def observe(self) -> Observation:
-        target = None
-        if self.target_exists:
-            replicas = 2 if self.target_up else 0
-            target = WorkloadState(
-                "podinfo", Readiness(self.target_state, "target"), replicas=replicas, ready_replicas=replicas
-            )
-        primary = None
-        if self.primary_exists:
-            primary = WorkloadState("podinfo-primary", Readiness(self.primary_state, "primary"), 2, 2)
-        return Observation(
-            now=self.now,
-            target=target,
-            primary=primary,
-            revision=self.revision,
-            routes=self.routes,
-            error=self.error,
-        )
-
-    def run_checks(self, obs: Observation, check_plan) -> Observation:
-        analysis = self.canary.spec.analysis
-        results = []
-        for type_ in check_plan.webhooks:
-            for hook in analysis.webhooks_of(type_):
-                default = type_ != "rollback"
-                ok = self.hook_ok.get(hook.name, default)
-                self.called_hooks.append((type_, hook.name))
-                results.append(WebhookResult(hook.name, type_, ok, 200 if ok else 403, "" if ok else "denied"))
-                if not ok and type_ != "rollback":
-                    break
-        metrics = None
-        if check_plan.metrics:
-            metrics = []
-            for m in analysis.metrics or []:
-                low = (m.threshold_range.min if m.threshold_range else None)
-                value = self.metric_value
-                ok = value is not None and (low is None or value >= low)
-                metrics.append(MetricResult(m.name, "q", value, min=low, ok=ok))
-            metrics = tuple(metrics)
-        return dataclasses.replace(obs, webhooks=tuple(results), metrics=metrics)
-
-    # -- acting ----------------------------------------------------------------------------
-
-    def apply(self, action: Any) -> None:
-        if isinstance(action, Initialize):
-            self.primary_exists = True
-            if self.routes is None:
-                self.routes = Routes(100, 0, False)
-        elif isinstance(action, SetRoutes):
-            self.routes = Routes(action.primary, action.canary, action.mirror)
-        elif isinstance(action, ScaleTarget):
-            self.target_up = action.up
-        elif isinstance(action, Promote):
-            self.promoted.append(action.revision)
-
-    def tick(self, advance: float = 0.0) -> engine.Decision:
-        self.now += timedelta(seconds=advance)
-        obs = self.observe()
-        check_plan = engine.plan(self.canary, self.status, obs)
-        self.plans.append(check_plan)
-        obs = self.run_checks(obs, check_plan)
-        before = self.status.model_dump()
-        decision = engine.step(self.canary, self.status, obs)
-        assert self.status.model_dump() == before, "step() mutated its input status"
-        for action in decision.actions:
-            self.apply(action)
-        self.actions.extend(decision.actions)
-        self.decisions.append(decision)
-        self.status = decision.status
-        self.phases.append(self.status.phase)
-        if self.routes is not None:
-            assert self.status.canary_weight == self.routes.canary
-            self.weights.append(self.routes.canary)
-        return decision
-
-    def run(self, until, max_ticks: int = 200) -> None:
-        """Tick, jumping the clock by wake_after, until `until(world)` holds."""
-        decision = self.tick()
-        for _ in range(max_ticks):
-            if until(self):
-                return
-            decision = self.tick(decision.wake_after)
-        raise AssertionError(f"not reached after {max_ticks} ticks; phases {self.phases[-10:]}")
-
-    def run_to(self, *phases: Phase, max_ticks: int = 200) -> None:
-        self.run(lambda w: w.status.phase in phases, max_ticks)
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def initialize(self) -> None:
-        self.run_to(Phase.INITIALIZED)
-
-    def release(self, revision: str = "rev2") -> None:
-        self.revision = revision
-
-    def events(self, reason: str | None = None) -> list[Event]:
-        return [a for a in self.actions if isinstance(a, Event) and (reason is None or a.reason == reason)]
-
-    def alerts(self, severity: str | None = None) -> list[Alert]:
-        return [a for a in self.actions if isinstance(a, Alert) and (severity is None or a.severity == severity)]
-
-    def distinct_weights(self) -> list[int]:
-        out: list[int] = []
-        for w in self.weights:
-            if not out or out[-1] != w:
-                out.append(w)
-        return out
-
-    def promoted_condition(self):
-        return self.status.condition("Promoted")
-
-
 def released_world(analysis: dict[str, Any] | None = None, **spec: Any) -> World:
     world = World(make_canary(analysis, **spec))
     world.initialize()
@@ -211,9 +65,18 @@ def test_initialization():
     world = World(make_canary({"stepWeight": 10}))
     first = world.tick()
     assert world.status.phase == Phase.INITIALIZING
-    assert first.actions[0] == Initialize()
+    # the primary is created, but no route sends traffic to it before it is ready (issue 9.4)
+    assert first.actions[0] == Initialize(routes=False)
+    assert world.routes is None
     assert world.promoted_condition().status == "Unknown"
-    world.tick(first.wake_after)
+    second = world.tick(first.wake_after)
+    # the routes are asked for, but Initialized is said only once they are seen: the status
+    # is written before the effects, and Initialized must mean the primary serves
+    assert world.status.phase == Phase.INITIALIZING
+    assert Initialize(routes=True) in second.actions
+    assert world.routes == Routes(100, 0, False)
+    assert world.target_up is True
+    world.tick(second.wake_after)
     st = world.status
     assert st.phase == Phase.INITIALIZED
     assert st.last_applied_spec == st.last_promoted_spec == "rev1"
@@ -238,7 +101,9 @@ def test_initialization_waits_for_primary_then_fails_after_deadline():
     assert (world.now - T0).total_seconds() >= 120
     assert world.status.last_failure.check == engine.PRIMARY_READINESS_CHECK
     assert world.alerts("error")
-    assert world.routes == Routes(0, 100, False)  # the target still serves
+    # no routing object was made for a primary that never became ready: the target still
+    # serves through whatever routed to it before
+    assert world.routes is None
     assert world.target_up
     # a new target revision re-runs the initialization
     world.primary_state = Ready.READY
@@ -315,7 +180,7 @@ def test_max_weight_is_never_overshot():
 def test_next_weight():
     canary = make_canary({"stepWeight": 20, "maxWeight": 50})
     assert [engine.next_weight(canary.spec.analysis, w) for w in (0, 20, 40)] == [20, 40, 50]
-    canary = make_canary({"stepWeights": [5, 1, 50]})
+    canary = make_canary({"stepWeights": [1, 5, 50]})
     assert [engine.next_weight(canary.spec.analysis, w) for w in (0, 1, 3, 5)] == [1, 5, 5, 50]
 
 
@@ -465,8 +330,9 @@ def test_rollback_webhook():
 def test_canary_never_ready_fails_after_the_progress_deadline():
     world = released_world({"stepWeight": 10}, progressDeadlineSeconds=300)
     world.target_state = Ready.WAITING
+    released = world.now
     world.run_to(Phase.FAILED)
-    waited = (world.now - T0).total_seconds()
+    waited = (world.now - released).total_seconds()
     assert 300 <= waited <= 300 + 60
     st = world.status
     assert st.last_failure.check == engine.PROGRESS_DEADLINE_CHECK
@@ -693,7 +559,25 @@ def test_suspend_does_nothing():
     for _ in range(5):
         d = world.tick(600)
         assert d.actions == []
-    assert world.status == before
+    # nothing but when the suspension began is recorded
+    assert world.status.suspended_since is not None
+    assert world.status.model_copy(update={"suspended_since": None}) == before
+
+
+def test_suspend_does_not_count_toward_the_deadline_or_the_interval():
+    """issue 9.15: as a pause, a suspension shifts waitingSince and lastStepTime on resume."""
+    world = released_world({"stepWeight": 10})
+    world.run(lambda w: w.routes.canary == 20)
+    last_step = world.status.last_step_time
+    spec = make_canary({"stepWeight": 10})
+    world.canary = make_canary({"stepWeight": 10}, suspend=True)
+    world.tick(10)
+    world.tick(3000)
+    world.canary = spec
+    world.tick(0)
+    assert world.status.suspended_since is None
+    assert world.status.last_step_time == last_step + timedelta(seconds=3000)
+    assert world.routes.canary == 20  # the next step is an interval after the last one, not now
 
 
 def test_new_revision_mid_analysis_restarts():
@@ -764,23 +648,36 @@ def test_tracked_config_change_triggers_a_run():
     assert world.status.tracked_configs == {"configmap/cfg": "abc"}
 
 
-def test_target_missing_sets_a_condition_and_leaves_traffic_alone():
+def test_target_missing_during_the_analysis_rolls_back_at_once():
+    """issue 9.5: a canary whose Deployment was deleted has no pods: its share of the traffic
+    goes back to the primary now, not at some deadline (30 % stayed on it for an hour)."""
     world = released_world({"stepWeight": 10})
     world.run(lambda w: w.routes.canary == 10)
     world.target_exists = False
     d1 = world.tick(60)
-    assert not any(isinstance(a, (SetRoutes, ScaleTarget, Promote)) for a in d1.actions)
-    assert [e.reason for e in d1.actions if isinstance(e, Event)] == ["TargetMissing"]
+    assert world.routes == Routes(100, 0, False)
+    assert world.status.phase == Phase.FAILED and world.status.canary_weight == 0
+    assert world.status.last_failure.check == "stalled"
+    assert "TargetMissing" in [e.reason for e in d1.actions if isinstance(e, Event)]
+    assert world.alerts("error")
     cond = world.status.condition(engine.STALLED)
     assert cond.status == "True" and cond.reason == "TargetMissing"
     assert "podinfo.test not found" in cond.message
     d2 = world.tick(60)
-    assert d2.actions == []  # same message: no new event
-    assert world.status.canary_weight == 10
+    assert not [a for a in d2.actions if not isinstance(a, Event)]  # nothing more to do
     world.target_exists = True
     world.tick(1)
     assert world.status.condition(engine.STALLED) is None
-    world.run_to(Phase.SUCCEEDED)
+    assert world.status.phase == Phase.FAILED and world.routes == Routes(100, 0, False)
+
+
+def test_target_missing_while_steady_only_reports():
+    world = released_world({"stepWeight": 10})
+    world.release("rev1")
+    world.target_exists = False
+    d = world.tick(60)
+    assert not any(isinstance(a, (SetRoutes, ScaleTarget, Promote)) for a in d.actions)
+    assert world.status.condition(engine.STALLED).reason == "TargetMissing"
 
 
 def test_observation_error_is_reported_and_never_acted_on():

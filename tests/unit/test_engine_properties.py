@@ -139,10 +139,13 @@ def checked_tick(world: World, advance: float, state: dict[str, Any]) -> None:
     weight = after.canary_weight
     assert 0 <= weight <= 100
 
-    # a run started while traffic sat on the canary (after a failed promotion) is exempt
-    if phase in RUN_PHASES and before.phase not in RUN_PHASES:
+    # a run started (or waiting for approval) while traffic sat on the target after a failed
+    # promotion, with a primary that cannot serve, is exempt: the target is the only workload
+    # serving, and Kubernetes rolls the new revision out on it (docs/design.md, crash safety)
+    held = (*RUN_PHASES, Phase.WAITING)
+    if phase in held and before.phase not in held:
         state["fix_forward"] = weight > analysis.max_weight_value
-    if phase not in RUN_PHASES:
+    if phase not in held:
         state["fix_forward"] = False
     if strategy == "canary":
         # a failed initialization/promotion leaves traffic on the target (0/100) until the
@@ -187,11 +190,19 @@ def checked_tick(world: World, advance: float, state: dict[str, Any]) -> None:
             gap = (after.last_step_time - before.last_step_time).total_seconds()
             assert gap >= analysis.interval_seconds - 1e-6
 
-    # reporting never touches traffic
-    if obs.error or obs.target is None or canary.spec.suspend:
-        assert not any(isinstance(a, (SetRoutes, ScaleTarget, Promote)) for a in decision.actions)
+    # a stall never advances a release: no promotion, no scale-up, and traffic only goes back to
+    # the primary (an abort, a rollback webhook, the deadline, a deleted target) or to what the
+    # last written decision already routed
+    if obs.error or obs.target is None:
+        assert not any(isinstance(a, Promote) or (isinstance(a, ScaleTarget) and a.up) for a in decision.actions)
+        intended = before.intent.routes if before.intent and before.intent.routes else None
+        for a in decision.actions:
+            if isinstance(a, SetRoutes):
+                assert (a.primary, a.canary) == (100, 0) or (
+                    intended is not None and (a.primary, a.canary) == (intended.primary, intended.canary))
     if canary.spec.suspend:
-        assert decision.actions == [] and after == before
+        assert decision.actions == []
+        assert after.model_copy(update={"suspended_since": None}) == before.model_copy(update={"suspended_since": None})
 
     # the last transition time moves only with the phase
     if phase == before.phase:

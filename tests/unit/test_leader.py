@@ -207,8 +207,8 @@ async def test_a_paused_scheduler_starts_no_tick_and_cancels_the_running_ones():
     await asyncio.sleep(0.2)
     assert started == ["a"] and finished == []  # nothing new while paused
     s.resume()
-    await wait_for(lambda: finished == ["a"], 2, "the tick again after resuming")
-    assert s.ticks == 1
+    # (the loop counts the tick a moment after the tick returns: wait for both)
+    await wait_for(lambda: finished == ["a"] and s.ticks == 1, 2, "the tick again after resuming")
     await s.stop()
 
 
@@ -236,3 +236,20 @@ async def test_drain_lets_running_ticks_finish_within_the_timeout():
     assert finished == ["quick"]
     s.resume()  # a closing scheduler does not start again
     assert not s.active
+
+
+async def test_a_candidate_holding_off_watches_but_never_writes():
+    """canary/shards.py: a replica that gave a shard back holds off claiming it; it must still
+    watch the Lease, so that a dead holder's expiry counts from the first sighting."""
+    api, track = FakeApiServer(), Track()
+    e = elector(api, "a", track)
+    e.hold_off_until = time.monotonic() + 0.5
+    t = asyncio.create_task(e.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert await api.kube().get("coordination.k8s.io/v1", "leases", "ops", "canary-operator-leader") is None
+        assert not e.is_leader
+        await wait_for(lambda: e.is_leader, 2, "a claims after the hold-off")
+    finally:
+        e.stop()
+        await asyncio.gather(t, return_exceptions=True)

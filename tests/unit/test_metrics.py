@@ -157,11 +157,11 @@ async def test_observe_metric_run_times_and_counts_errors() -> None:
 
     results = await m.observe_metric_run(c, run())
     assert [r.name for r in results] == ["request-success-rate", "request-duration"]
-    assert val(m, "canary_metric_query_duration_seconds_count") == 1
-    assert val(m, "canary_metric_query_duration_seconds_sum") >= 0.05
+    assert val(m, "canary_operator_metric_query_duration_seconds_count") == 1
+    assert val(m, "canary_operator_metric_query_duration_seconds_sum") >= 0.05
     labels = dict(namespace="shop", name="podinfo")
-    assert val(m, "canary_metric_query_errors_total", check="request-duration", **labels) == 1
-    assert val(m, "canary_metric_query_errors_total", check="request-success-rate", **labels) is None
+    assert val(m, "canary_operator_metric_query_errors_total", check="request-duration", **labels) == 1
+    assert val(m, "canary_operator_metric_query_errors_total", check="request-success-rate", **labels) is None
     assert val(m, "canary_check_value", check="request-success-rate", **labels) == 97
 
     async def broken() -> tuple[MetricResult, ...]:
@@ -169,8 +169,8 @@ async def test_observe_metric_run_times_and_counts_errors() -> None:
 
     with pytest.raises(ConnectionError):
         await m.observe_metric_run(c, broken())
-    assert val(m, "canary_metric_query_errors_total", check="(all)", **labels) == 1
-    assert val(m, "canary_metric_query_duration_seconds_count") == 2
+    assert val(m, "canary_operator_metric_query_errors_total", check="(all)", **labels) == 1
+    assert val(m, "canary_operator_metric_query_duration_seconds_count") == 2
 
 
 def test_api_requests_are_read_at_scrape_time() -> None:
@@ -205,16 +205,16 @@ async def test_queue_depth_counts_ticks_waiting_for_a_slot() -> None:
         sched.upsert({"metadata": {"namespace": "shop", "name": f"c{i}", "resourceVersion": "1"}, "spec": {}})
     for _ in range(50):
         await asyncio.sleep(0.01)
-        if val(m, "canary_scheduler_queue_depth") == 2:
+        if val(m, "canary_operator_scheduler_queue_depth") == 2:
             break
     assert running == 1
-    assert val(m, "canary_scheduler_queue_depth") == 2
+    assert val(m, "canary_operator_scheduler_queue_depth") == 2
     release.set()
     for _ in range(50):
         await asyncio.sleep(0.01)
         if running == 3:
             break
-    assert val(m, "canary_scheduler_queue_depth") == 0
+    assert val(m, "canary_operator_scheduler_queue_depth") == 0
     await sched.stop()
 
 
@@ -251,8 +251,8 @@ def test_alert_deliveries_are_counted() -> None:
     m.observe_alert(Delivery("shop/p", "slack", True, 200))
     m.observe_alert(Delivery("shop/p", "slack", False, 500))
     m.observe_alert(Delivery("shop/q", "slack", True, 200))
-    assert val(m, "canary_alerts_total", type="slack", result="sent") == 2
-    assert val(m, "canary_alerts_total", type="slack", result="failed") == 1
+    assert val(m, "canary_operator_alerts_total", type="slack", result="sent") == 2
+    assert val(m, "canary_operator_alerts_total", type="slack", result="failed") == 1
 
 
 def test_served_over_http() -> None:
@@ -290,30 +290,101 @@ def _exposed_names() -> set[str]:
 
 
 def _series_in(expr: str) -> set[str]:
+    return {w for w in _metric_names(expr) if w.startswith(("canary_", "flagger_"))}
+
+
+def _simulator_names() -> set[str]:
+    """The series the testbed's traffic simulator exports (one request observed)."""
+    from testbed.trafficsim import REQUEST_LABELS, ROUTE_LABELS, Metrics
+
+    sim = Metrics()
+    sim.observe(tuple("x" for _ in REQUEST_LABELS[:-2]) + ("200", "-"), [12.0], 0.0)
+    sim.observe(("destination", "x", "ns", "podinfo", "ns", "s", "s", "ns", "http", "503", "-"), [5.0], 0.0)
+    sim.count_route(tuple("x" for _ in ROUTE_LABELS), 1, 0.0)
+    sim.count_route(tuple("x" for _ in ROUTE_LABELS), 1, 0.0, mirrored=True)
+    return {s.name for fam in sim.collect() for s in fam.samples}
+
+
+def _metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression or a Grafana label_values() query."""
     import re
 
-    words = set(re.findall(r"\b([a-z_][a-z0-9_]*)\b\s*(?=\{|\[|\)|$)", expr))
-    return {w for w in words if w.startswith(("canary_", "flagger_"))}
+    names = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=\{|\[)", expr))
+    names |= set(re.findall(r"label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[,)]", expr))
+    return names
+
+
+def _dashboard_queries(dash: dict) -> list[tuple[str, str]]:
+    out = [(f"panel {p['title']}", t["expr"]) for p in dash["panels"] if p["type"] != "row" for t in p["targets"]]
+    out += [(f"annotation {a['name']}", a["expr"]) for a in dash["annotations"]["list"] if "expr" in a]
+    out += [(f"variable {v['name']}", v["query"]["query"]) for v in dash["templating"]["list"]
+            if isinstance(v.get("query"), dict)]
+    return out
 
 
 def test_dashboard_queries_use_exposed_series() -> None:
+    """Every query of the dashboard (panels, annotations, variables) reads a series that the
+    operator or the testbed's simulators really export."""
     import json
 
     dash = json.loads((CHART_FILES / "dashboard.json").read_text())
-    exposed = _exposed_names()
+    exposed = _exposed_names() | _simulator_names()
     used: set[str] = set()
+    for where, expr in _dashboard_queries(dash):
+        names = _metric_names(expr)
+        assert names, f"{where}: no series in {expr!r}"
+        assert names <= exposed, f"{where}: {sorted(names - exposed)} exported by nobody"
+        used |= names
     for panel in dash["panels"]:
-        if panel["type"] == "row":
-            continue
-        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
-        for target in panel["targets"]:
-            used |= _series_in(target["expr"])
-    assert used, "no series found in the dashboard"
-    assert used <= exposed, used - exposed
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
     assert {"canary_phase_code", "canary_weight", "canary_failed_checks", "canary_check_value",
             "canary_check_threshold", "canary_promotions_total", "canary_rollbacks_total",
-            "canary_reconcile_duration_seconds_bucket", "canary_operator_api_requests_total"} <= used
+            "canary_operator_reconcile_duration_seconds_bucket", "canary_operator_api_requests_total",
+            "process_resident_memory_bytes", "process_open_fds", "python_gc_collections_total",
+            "istio_requests_total", "istio_request_duration_milliseconds_bucket"} <= used
     assert [v["name"] for v in dash["templating"]["list"]][0] == "datasource"
+
+
+def test_dashboard_has_one_panel_per_check_release_annotations_and_golden_signals() -> None:
+    import json
+
+    dash = json.loads((CHART_FILES / "dashboard.json").read_text())
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    (checks,) = [p for p in panels if any("canary_check_value" in t["expr"] for t in p["targets"])]
+    assert checks["repeat"] == "check"  # one panel per check: never percent and ms on one axis
+    assert all('check="$check"' in t["expr"] for t in checks["targets"])
+    assert "check" in [v["name"] for v in dash["templating"]["list"]]
+    for p in panels:  # one unit per panel
+        assert not p["fieldConfig"].get("overrides") or all(
+            o["properties"][0]["id"] != "unit" for o in p["fieldConfig"]["overrides"]), p["title"]
+    names = {a["name"] for a in dash["annotations"]["list"]}
+    assert {"Promotions", "Rollbacks", "Release starts"} <= names
+    rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    assert any(r.startswith("Golden signals") for r in rows)
+    golden = [p for p in panels if any("istio_" in t["expr"] for t in p["targets"])]
+    assert [p["fieldConfig"]["defaults"]["unit"] for p in golden] == ["reqps", "percentunit", "ms"]
+    assert all('destination_workload=~"$target|$target-primary"' in t["expr"] for p in golden for t in p["targets"])
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_process_runtime_series_and_no_created_series() -> None:
+    m = OperatorMetrics()
+    m.info.labels("0.1.0", "istio").set(1)
+    Run(m).to(st("Progressing", weight=10))
+    m.observe_alert(Delivery("p", "slack", True))
+    names = _exposed_names() | {s.name for fam in m.registry.collect() for s in fam.samples}
+    assert {"process_resident_memory_bytes", "process_open_fds", "python_gc_collections_total", "python_info"} <= names
+    assert not [n for n in names if n.endswith("_created")]
+    assert val(m, "flagger_info", version="0.1.0", mesh_provider="istio") == 1
+    assert val(m, "process_resident_memory_bytes") > 1e6
+    health = {n for n in names if n.startswith("canary_") and not n.startswith("canary_operator_")}
+    # everything else is about Canaries and carries their labels
+    per_canary = {"canary_phase", "canary_phase_code", "canary_weight", "canary_failed_checks", "canary_check_value",
+                  "canary_check_threshold", "canary_promotions_total", "canary_rollbacks_total"}
+    assert {n.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for n in health} <= \
+        per_canary | {"canary_analysis_duration_seconds"}
 
 
 def test_alert_rules_use_exposed_series_and_fire(tmp_path) -> None:
@@ -365,3 +436,25 @@ def test_alert_rules_use_exposed_series_and_fire(tmp_path) -> None:
     out = subprocess.run([promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_advisory_disagreements_are_counted_once_from_the_status_pair() -> None:
+    m = OperatorMetrics()
+    run = Run(m)
+    run.to(st("WaitingPromotion"))
+    assert val(m, "canary_advisory_disagreements_total", namespace="shop", name="podinfo", check="(advisory)") is None
+    tallied = {**st("Promoting"), "advisory": {"verdict": "Rollback", "tallies": [
+        {"check": "(advisory)", "agreed": 0, "disagreed": 1}, {"check": "shadow", "agreed": 1, "disagreed": 0}]}}
+    run.to(tallied)
+    run.to(tallied)  # the next tick (or a restart) sees the same tallies: nothing more
+    labels = {"namespace": "shop", "name": "podinfo"}
+    assert val(m, "canary_advisory_disagreements_total", **labels, check="(advisory)") == 1
+    assert val(m, "canary_advisory_disagreements_total", **labels, check="shadow") == 0
+    assert val(m, "canary_advisory_agreements_total", **labels, check="shadow") == 1
+    restarted = OperatorMetrics()  # a new process ticks from the written status: nothing new
+    again = Run(restarted)
+    again.current = tallied
+    again.to(tallied)
+    assert val(restarted, "canary_advisory_disagreements_total", **labels, check="(advisory)") == 0
+    m.forget("shop", "podinfo")
+    assert val(m, "canary_advisory_disagreements_total", **labels, check="(advisory)") is None

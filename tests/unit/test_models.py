@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from canary.duration import DURATION_PATTERN
+from canary.duration import DURATION_PATTERN, format_duration
 from canary.models import (
     AlertProvider,
     AlertProviderSpec,
@@ -137,7 +138,6 @@ def test_threshold_value(threshold: int | None, value: int) -> None:
     ("fields", "value"),
     [
         ({}, 100),
-        ({"maxWeight": 0}, 100),
         ({"maxWeight": 50}, 50),
         ({"stepWeights": [1, 5, 30]}, 30),
         ({"stepWeights": [10, 20], "maxWeight": 90}, 20),
@@ -158,7 +158,6 @@ def test_max_weight_value(fields: dict[str, Any], value: int) -> None:
         ({"iterations": 10, "mirror": True}, "bluegreen"),
         ({"iterations": 10, "match": []}, "bluegreen"),
         ({"iterations": 10, "match": [{"headers": {"x-canary": {"exact": "1"}}}]}, "ab"),
-        ({"iterations": 0, "match": [{"headers": {"x-canary": {"exact": "1"}}}], "stepWeight": 5}, "canary"),
     ],
 )
 def test_strategy(fields: dict[str, Any], strategy: str) -> None:
@@ -236,7 +235,7 @@ def test_webhook_alert_and_affinity_defaults() -> None:
 
 def test_alert_provider_defaults_and_our_types() -> None:
     spec = AlertProviderSpec(type="slack", address="https://hooks.slack.com/x")
-    assert (spec.channel_value, spec.username_value) == ("general", "flagger")
+    assert (spec.channel_value, spec.username_value) == ("general", "canary-operator")
     for kind in ("googlechat", "generic", "gchat", "discord", "rocket", "msteams"):
         AlertProviderSpec.model_validate({"type": kind, "address": "https://example.com/hook"})
 
@@ -298,7 +297,7 @@ def test_invalid_templates_and_providers_are_rejected() -> None:
     with pytest.raises(ValidationError):
         MetricTemplate.model_validate({"spec": {"provider": {"type": "prometheus"}}})
     with pytest.raises(ValidationError):
-        AlertProviderSpec.model_validate({"type": "pagerduty", "address": "https://x"})
+        AlertProviderSpec.model_validate({"type": "pager", "address": "https://x"})
     with pytest.raises(ValidationError, match="address or secretRef"):
         AlertProviderSpec.model_validate({"type": "slack"})
 
@@ -407,10 +406,13 @@ def test_flagger_status_parses() -> None:
 
 # ---- property: any valid analysis round-trips ---------------------------------------------------
 
-_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=1, max_size=12)
+_names = st.from_regex(r"[a-z]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
 _text = st.text(max_size=20)
-_durations = st.from_regex(DURATION_PATTERN, fullmatch=True)
+_durations = st.integers(min_value=0, max_value=600_000).map(lambda ms: format_duration(ms / 1000))
 _weights = st.integers(min_value=0, max_value=100)
+_positive_weights = st.integers(min_value=1, max_value=100)
+_variables = st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), _text, max_size=3)
+_urls = st.from_regex(r"https?://[a-z]{1,8}(:[0-9]{2,4})?(/[a-z0-9]{0,5})?", fullmatch=True)
 _counts = st.integers(min_value=0, max_value=1000)
 _floats = st.floats(allow_nan=False, allow_infinity=False)
 _labels = st.dictionaries(_names, _text, max_size=3)
@@ -433,18 +435,19 @@ _metric = st.fixed_dictionaries(
     optional={
         "interval": _durations,
         "threshold": _floats,
-        "thresholdRange": st.fixed_dictionaries({}, optional={"min": _floats, "max": _floats}),
+        "thresholdRange": st.fixed_dictionaries({}, optional={"min": _floats, "max": _floats}).filter(
+            lambda r: r.get("min", 0) <= r.get("max", r.get("min", 0))),
         "query": _text,
         "templateRef": _ref,
-        "templateVariables": _labels,
+        "templateVariables": _variables,
     },
 )
 _webhook = st.fixed_dictionaries(
-    {"name": _names, "url": _text},
+    {"name": _names, "url": _urls},
     optional={
         "type": st.sampled_from(["", "confirm-rollout", "pre-rollout", "rollout", "confirm-promotion", "post-rollout", "event", "rollback", "confirm-traffic-increase"]),
         "timeout": _durations,
-        "retries": _counts,
+        "retries": st.integers(min_value=0, max_value=10),
         "disableTLS": st.booleans(),
         "muteAlert": st.booleans(),
         "metadata": _labels,
@@ -457,11 +460,11 @@ _affinity = st.fixed_dictionaries(
     {"cookieName": _names},
     optional={
         "primaryCookieName": _names,
-        "domain": _text,
+        "domain": _names,
         "httpOnly": st.booleans(),
         "maxAge": _counts,
         "partitioned": st.booleans(),
-        "path": _text,
+        "path": _names.map(lambda n: "/" + n),
         "sameSite": st.sampled_from(["Strict", "Lax", "None"]),
         "secure": st.booleans(),
     },
@@ -471,22 +474,22 @@ ANALYSES = st.fixed_dictionaries(
     optional={
         "interval": _durations,
         "threshold": _counts,
-        "maxWeight": _weights,
-        "stepWeight": _weights,
-        "stepWeights": st.lists(_weights, max_size=6),
-        "stepWeightPromotion": _weights,
+        "maxWeight": _positive_weights,
+        "stepWeight": _positive_weights,
+        "stepWeights": st.lists(_positive_weights, max_size=6, unique=True).map(sorted),
+        "stepWeightPromotion": _positive_weights,
         "iterations": _counts,
         "match": st.lists(_match, max_size=3),
         "mirror": st.booleans(),
         "mirrorWeight": _weights,
         "primaryReadyThreshold": _weights,
-        "canaryReadyThreshold": _weights,
+        "canaryReadyThreshold": _positive_weights,
         "sessionAffinity": _affinity,
-        "metrics": st.lists(_metric, max_size=3),
-        "webhooks": st.lists(_webhook, max_size=3),
-        "alerts": st.lists(_alert, max_size=2),
+        "metrics": st.lists(_metric, max_size=3, unique_by=lambda m: m["name"]),
+        "webhooks": st.lists(_webhook, max_size=3, unique_by=lambda w: w["name"]),
+        "alerts": st.lists(_alert, max_size=2, unique_by=lambda a: a["name"]),
     },
-)
+).filter(lambda a: not a.get("match") or a.get("iterations"))
 
 
 @settings(max_examples=200)
@@ -513,3 +516,148 @@ def test_status_assignment_is_validated() -> None:
         status.canary_weight = 101
     with pytest.raises(ValidationError):
         status.phase = "Paused"  # type: ignore[assignment]
+
+
+# ---- impossible or hostile specs are refused (issue 10) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("analysis", "message"),
+    [
+        ({"stepWeights": [0, 0]}, "greater than or equal to 1"),
+        ({"stepWeights": [10, 10]}, "strictly increasing"),
+        ({"stepWeights": [20, 10, 50]}, "strictly increasing"),
+        ({"maxWeight": 0, "stepWeight": 10}, "greater than or equal to 1"),
+        ({"metrics": [{"name": "m", "thresholdRange": {"min": 10, "max": 1}}]}, "greater than max"),
+        ({"metrics": [{"name": "m"}, {"name": "m"}]}, "metric name 'm' is used twice"),
+        ({"webhooks": [{"name": "w", "url": "http://a"}, {"name": "w", "url": "http://b"}]}, "used twice"),
+        ({"canaryReadyThreshold": 0}, "greater than or equal to 1"),
+        ({"iterations": 10**9}, "less than or equal to 1000"),
+        ({"match": [{"headers": {"x": {"exact": "1"}}}], "stepWeight": 10}, "needs iterations"),
+        ({"sessionAffinity": {"cookieName": "c;Domain=evil.example"}}, "should match pattern"),
+        ({"sessionAffinity": {"cookieName": "c", "primaryCookieName": "p=1"}}, "should match pattern"),
+        ({"sessionAffinity": {"cookieName": "c", "path": "/; Secure"}}, "should match pattern"),
+        ({"sessionAffinity": {"cookieName": "c", "domain": "a;b"}}, "should match pattern"),
+        ({"interval": "9999999999999h"}, "should match pattern"),
+        ({"interval": "25h"}, "longer than the maximum of 24h"),
+        ({"webhooks": [{"name": "w", "url": "http://a", "timeout": "1000h"}]}, "longer than the maximum of 10m"),
+        ({"webhooks": [{"name": "w", "url": "http://a", "retries": 10**9}]}, "less than or equal to 10"),
+        ({"webhooks": [{"name": "w", "url": "gopher://a"}]}, "should match pattern"),
+        ({"webhooks": [{"name": "w\x1b]52;c;ZXZpbA==\x07", "url": "http://a"}]}, "should match pattern"),
+        ({"metrics": [{"name": "m", "templateRef": {"name": "../x"}}]}, "should match pattern"),
+        ({"metrics": [{"name": "m", "templateRef": {"name": "t", "namespace": "a/b"}}]}, "should match pattern"),
+        ({"metrics": [{"name": "m", "templateVariables": {"a b": "x"}}]}, "may only hold letters"),
+        ({"alerts": [{"name": "a", "providerRef": {"name": "p/../../x"}}]}, "should match pattern"),
+        ({"metrics": [{"name": f"m{i}"} for i in range(33)]}, "at most 32"),
+    ],
+)
+def test_impossible_or_hostile_analysis_is_refused(analysis: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Analysis.model_validate(analysis)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "../../kube-system/x"}},
+         "should match pattern"),
+        ({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "t" * 56}, "service": {"port": 80}},
+         "set service.name"),
+        ({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "a.b"}, "service": {"port": 80}},
+         "set service.name"),
+        ({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+          "service": {"port": 80, "name": "s" * 56}}, "at most 55"),
+        ({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+          "service": {"port": 80, "name": "kube-dns/../x"}}, "should match pattern"),
+        ({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+          "autoscalerRef": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": ".."}},
+         "should match pattern"),
+        ({"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"},
+          "metricsServer": "http://user:pw@prometheus\x1b[2J"}, "should match pattern"),
+    ],
+)
+def test_hostile_names_are_refused(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        CanarySpec.model_validate(spec)
+
+
+def test_a_service_name_of_55_fits_and_a_long_canary_name_is_refused() -> None:
+    spec = {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "t" * 200},
+            "service": {"port": 80, "name": "s" * 55}}
+    assert CanarySpec.model_validate(spec).service_name == "s" * 55
+    with pytest.raises(ValidationError, match="Event names"):
+        Canary.from_obj({"metadata": {"name": "c" * 237, "namespace": "a"}, "spec": spec})
+    assert Canary.from_obj({"metadata": {"name": "c" * 236, "namespace": "a"}, "spec": spec})
+
+
+def test_secret_refs_are_object_names() -> None:
+    for bad in ("..", "a/b", "../../kube-system/secrets/token", "A", ""):
+        with pytest.raises(ValidationError):
+            AlertProvider.from_obj({"spec": {"type": "slack", "secretRef": {"name": bad}}})
+        with pytest.raises(ValidationError):
+            MetricTemplate.from_obj({"spec": {"provider": {"type": "prometheus", "secretRef": {"name": bad}},
+                                              "query": "up"}})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=70), st.from_regex(r"[a-z0-9.%/-]{1,20}", fullmatch=True)),
+       st.sampled_from(["targetRef", "autoscalerRef", "service", "templateRef",
+                                               "providerRef", "secretRef"]))
+def test_no_name_the_models_accept_leaves_its_namespace(name: str, field: str) -> None:
+    """Whatever name the models let through is a single path segment of the Canary's namespace."""
+    from urllib.parse import unquote
+
+    import httpx
+
+    from canary.adapters.kube import _path, check_segment
+
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"}
+    try:
+        if field == "targetRef":
+            CanarySpec.model_validate({"targetRef": {**target, "name": name}})
+        elif field == "autoscalerRef":
+            CanarySpec.model_validate({"targetRef": target, "autoscalerRef": {
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": name}})
+        elif field == "service":
+            CanarySpec.model_validate({"targetRef": target, "service": {"port": 80, "name": name}})
+        elif field == "templateRef":
+            Analysis.model_validate({"metrics": [{"name": "m", "templateRef": {"name": name}}]})
+        elif field == "providerRef":
+            Analysis.model_validate({"alerts": [{"name": "a", "providerRef": {"name": "p", "namespace": name}}]})
+        else:
+            AlertProvider.from_obj({"spec": {"type": "slack", "secretRef": {"name": name}}})
+    except ValidationError:
+        return
+    assert check_segment(name) == name
+    prefix = "/api/v1/namespaces/team-a/secrets/"
+    path = httpx.URL("https://api.invalid" + _path("v1", "secrets", "team-a", name)).raw_path.decode()
+    assert path.startswith(prefix) and unquote(path[len(prefix):]) == name and "/" not in path[len(prefix):]
+
+
+def _apply_merge_patch(doc, patch):
+    """RFC 7386, as the API server applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(doc) if isinstance(doc, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _apply_merge_patch(out.get(key), value)
+    return out
+
+
+def test_status_patch_over_the_stored_status_clears_what_the_new_status_dropped() -> None:
+    stored = {"phase": "Progressing", "canaryWeight": 0, "trackedConfigs": {"configmap/a": "1", "configmap/b": "2"},
+              "intent": {"routes": {"primary": 100, "canary": 0, "mirror": True}, "targetUp": True},
+              "someFutureField": {"x": 1}}
+    new = CanaryStatus.model_validate({"phase": "Progressing", "canaryWeight": 100,
+                                       "trackedConfigs": {"configmap/a": "1"},
+                                       "intent": {"routes": {"primary": 0, "canary": 100}}})
+    result = _apply_merge_patch(stored, new.to_patch(stored))
+    assert result["intent"] == {"routes": {"primary": 0, "canary": 100}}
+    assert result["trackedConfigs"] == {"configmap/a": "1"}
+    assert "someFutureField" not in result
+    assert CanaryStatus.model_validate(result) == new
+    # without the stored status the old behaviour (nested keys kept) is what a merge gives
+    assert _apply_merge_patch(stored, new.to_patch())["intent"]["routes"].get("mirror") is True

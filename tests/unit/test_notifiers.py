@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from canary.adapters.notifiers import (
     msteams_payload,
     rocket_payload,
     routes_to,
+    slack_legacy_payload,
     slack_payload,
 )
 from canary.models import Canary, CanaryStatus
@@ -211,7 +213,7 @@ def test_describe_takes_facts_from_status_and_target() -> None:
     assert (i.check, i.value, i.revision) == ("request-success-rate", 48.2, "7d9f6c5b8")
     fields = dict(i.fields())
     assert fields["Failed check"] == "request-success-rate" and fields["Value"] == "48.2"
-    assert fields["Failed checks"] == "3/3" and fields["Failed checks threshold"] == "3"
+    assert fields["Failed checks"] == "3/3"
     assert fields["Progress deadline"] == "120s"
     assert fields["Traffic routing"] == "Weight step: 10 max: 50"
     assert "Reason" not in fields  # already in the message
@@ -244,25 +246,71 @@ def test_traffic_routing_texts() -> None:
 # ---- payload shapes ----------------------------------------------------------------------------
 
 
-def test_slack_payload_shape() -> None:
-    p = slack_payload(info(), channel="on-call", username="bot")
-    assert set(p) == {"channel", "username", "icon_emoji", "attachments"}
+def test_slack_payload_is_block_kit_with_dense_facts() -> None:
+    p = slack_payload(info(cluster="prod-eu", link="https://grafana.example/d/x"), channel="on-call", username="bot")
+    assert set(p) == {"channel", "username", "icon_emoji", "text", "blocks", "attachments"}
     assert (p["channel"], p["username"], p["icon_emoji"]) == ("on-call", "bot", ":rocket:")
+    # notifications and clients without Block Kit read the text
+    assert p["text"] == "podinfo.shop (prod-eu): Failed checks threshold reached 3: request-success-rate 48.20 &lt; 99"
+    header, message = p["blocks"]
+    assert header == {"type": "header", "text": {"type": "plain_text", "text": "podinfo.shop (prod-eu)", "emoji": False}}
+    assert message["type"] == "section" and message["text"] == {
+        "type": "mrkdwn", "text": "Failed checks threshold reached 3: request-success-rate 48.20 &lt; 99"}
+    assert message["accessory"] == {"type": "button", "text": {"type": "plain_text", "text": "Details"},
+                                    "url": "https://grafana.example/d/x"}
     (att,) = p["attachments"]
-    assert set(att) == {"color", "author_name", "text", "mrkdwn_in", "fields"}
-    assert att["color"] == "danger" and att["author_name"] == "podinfo.shop"
-    assert att["text"].startswith("Failed checks threshold reached 3") and att["mrkdwn_in"] == ["text"]
-    assert {"title": "Target", "value": "Deployment/podinfo.shop", "short": False} in att["fields"]
-    assert {"title": "Failed check", "value": "request-success-rate", "short": False} in att["fields"]
+    assert set(att) == {"color", "fallback", "blocks"} and att["color"] == "danger"
+    facts, lines, context = att["blocks"]
+    assert [f["text"] for f in facts["fields"]] == [
+        "*Cluster*\nprod-eu", "*Target*\nDeployment/podinfo.shop",
+        "*Status*\nFailed · weight 0% · failed checks 3/3", "*Failed check*\nrequest-success-rate = 48.2"]
+    assert lines["text"]["text"] == "*Image*: ghcr.io/stefanprodan/podinfo:6.0.1"
+    (ctx,) = context["elements"]
+    assert context["type"] == "context" and ctx["text"].startswith(
+        "canary-operator · Weight step: 10 max: 50 · deadline 120s · <!date^1772366400^")
+    assert ctx["text"].endswith("|2026-03-01T12:00:00Z>")
+    assert slack_payload(info())["username"] == "canary-operator"
     assert slack_payload(info("info"))["attachments"][0]["color"] == "good"
     assert slack_payload(info("warn"))["attachments"][0]["color"] == "warning"
+    assert "accessory" not in slack_payload(info())["blocks"][1]  # no link, no button
 
 
-def test_rocket_is_slack_with_hex_colours() -> None:
+def test_slack_texts_fit_block_kits_limits_without_cutting_an_escape() -> None:
+    """Slack refuses a whole message whose blocks are too long: every text is fitted."""
+    long = "<" * 2000
+    p = slack_payload(info(canary="a" * 200, message=long, failure="&" * 3000, image="i" * 2500))
+    header = p["blocks"][0]["text"]["text"]
+    assert len(header) <= 150 and header.endswith("…")
+    text = p["blocks"][1]["text"]["text"]
+    assert len(text) <= 3000 and text.endswith("&lt;…")  # never a dangling "&l"
+    facts, lines, _ = p["attachments"][0]["blocks"]
+    assert len(facts["fields"]) <= 10 and all(len(f["text"]) <= 2000 for f in facts["fields"])
+    assert len(lines["text"]["text"]) <= 3000 and lines["text"]["text"].startswith("*Reason*: &amp;&amp;")
+    assert lines["text"]["text"].split("\n")[1].startswith("*Image*: iii")
+    assert len(p["text"]) <= 3000
+    for s in (header, text, lines["text"]["text"], p["text"]):
+        assert not re.search(r"&[a-z]{0,4}…$", s), s[-12:]
+
+
+def test_the_cluster_is_in_every_chat_message() -> None:
+    i = info(cluster="prod-eu")
+    for body in (slack_payload(i), rocket_payload(i), msteams_payload(i), gchat_payload(i), generic_payload(i)):
+        assert "prod-eu" in str(body)
+
+
+def test_rocket_and_discord_get_the_legacy_attachment() -> None:
     p = rocket_payload(info("error"))
     assert p["attachments"][0]["color"] == "#FF0000"
     assert rocket_payload(info("info"))["attachments"][0]["color"] == "#0076D7"
-    assert {k for k in p} == set(slack_payload(info()))
+    assert set(p) == {"channel", "username", "icon_emoji", "attachments"}
+    (att,) = slack_legacy_payload(info())["attachments"]
+    assert set(att) == {"color", "author_name", "text", "mrkdwn_in", "fields", "fallback"}
+    assert att["color"] == "danger" and att["author_name"] == "podinfo.shop"
+    assert {"title": "Failed check", "value": "request-success-rate = 48.2", "short": True} in att["fields"]
+    assert {"title": "Status", "value": "Failed · weight 0% · failed checks 3/3", "short": False} in att["fields"]
+    assert len(att["fields"]) <= 6  # fewer, denser fields than Flagger's ten
+    _, body, _ = build_request(Target(name="ns/p", type="discord", address="https://discord.example/x"), info())
+    assert "blocks" not in body and body["attachments"][0]["author_name"] == "podinfo.shop"
 
 
 def test_discord_url() -> None:
@@ -295,8 +343,8 @@ def test_gchat_payload_shape() -> None:
 
 def test_generic_payload_shape() -> None:
     p = generic_payload(info())
-    assert set(p) == {"canary", "namespace", "severity", "message", "phase", "weight", "revision", "image",
-                      "target", "check", "value", "timestamp", "fields"}
+    assert set(p) == {"canary", "namespace", "cluster", "severity", "message", "phase", "weight", "revision",
+                      "image", "target", "check", "value", "link", "timestamp", "fields"}
     assert p["check"] == "request-success-rate" and p["value"] == 48.2
     assert p["timestamp"] == "2026-03-01T12:00:00Z"
     assert p["fields"]["Target"] == "Deployment/podinfo.shop"
@@ -305,7 +353,7 @@ def test_generic_payload_shape() -> None:
 @pytest.mark.parametrize(
     ("type_", "url", "shape"),
     [
-        ("slack", "https://hooks.example/x", "attachments"),
+        ("slack", "https://hooks.example/x", "blocks"),
         ("discord", "https://discord.example/x", "attachments"),
         ("rocket", "https://rocket.example/x", "attachments"),
         ("msteams", "https://teams.example/x", "@type"),
@@ -506,7 +554,7 @@ async def test_unreachable_and_slow_receivers_do_not_raise(receiver: Receiver) -
     assert results["shop/ok"].ok
     assert not results["shop/dead"].ok and "ConnectError after 3 attempt(s)" in results["shop/dead"].message
     assert not results["shop/slow"].ok and "ReadTimeout after 1 attempt(s)" in results["shop/slow"].message
-    assert not results["shop/bad-url"].ok
+    assert "shop/bad-url" not in results  # refused by the model: an address is an http(s) URL
     await n.aclose()
 
 
@@ -521,7 +569,7 @@ async def test_a_broken_lookup_never_raises() -> None:
 
 
 async def test_invalid_provider_is_skipped(receiver: Receiver) -> None:
-    bad = {"metadata": {"name": "p"}, "spec": {"type": "pagerduty", "address": receiver.url}}
+    bad = {"metadata": {"name": "p"}, "spec": {"type": "pager", "address": receiver.url}}
     n = Notifier(providers=Providers({("shop", "p"): bad}))
     assert await n.notify(make_canary([{"name": "a", "providerRef": {"name": "p"}}]), Alert("error", "x")) == []
     assert receiver.received == []

@@ -334,13 +334,18 @@ async def test_threshold_semantics_per_kind(prom: FakePrometheus) -> None:
         {"name": "request-success-rate", "threshold": 60},  # min -> 50 fails
         {"name": "request-duration", "threshold": 60},  # max -> 50 passes
         {"name": "inline", "query": "x", "threshold": 40},  # max -> 50 fails
-        {"name": "inline-zero", "query": "y", "threshold": 0},  # 0 = no bound
+        # Flagger: the deprecated threshold is a max defaulting to 0; 0, negative or no bound at all
+        # never means "always pass"
+        {"name": "inline-zero", "query": "y", "threshold": 0},
+        {"name": "inline-negative", "query": "y", "threshold": -5},
+        {"name": "inline-unbounded", "query": "y"},
         {"name": "range-wins", "query": "z", "threshold": 1, "thresholdRange": {"min": 10, "max": 90}},
     ]
     results = await run_metrics(canary(metrics), prom.url, no_templates)
     assert [r.name for r in results] == [m["name"] for m in metrics]
-    assert [r.ok for r in results] == [False, True, False, True, True]
-    assert [(r.min, r.max) for r in results] == [(60, None), (None, 60), (None, 40), (None, None), (10, 90)]
+    assert [r.ok for r in results] == [False, True, False, False, False, False, True]
+    assert [(r.min, r.max) for r in results] == [(60, None), (None, 60), (None, 40), (None, 0), (None, -5),
+                                                 (None, 0), (10, 90)]
 
 
 # ---- templates --------------------------------------------------------------------------------
@@ -389,7 +394,7 @@ async def test_template_threshold_is_max_and_default_address(prom: FakePrometheu
 async def test_template_headers_and_bearer_token(prom: FakePrometheus) -> None:
     tpl = template(prom.url, "up", headers={"X-Scope-OrgID": ["tenant-a"]}, secretRef={"name": "prom-auth"})
     secrets = {("test", "prom-auth"): {"token": b"s3cret"}}
-    c = canary([{"name": "t", "templateRef": {"name": "tpl"}}])
+    c = canary([{"name": "t", "templateRef": {"name": "tpl"}, "thresholdRange": {"max": 5}}])
     (m,) = await run_metrics(c, "", lambda ns, n: tpl, secrets)
     assert m.ok, m.message
     headers = prom.seen[0][2]
@@ -403,7 +408,8 @@ async def test_template_basic_auth_and_secret_callable(prom: FakePrometheus) -> 
     def secrets(namespace: str, name: str) -> dict[str, str] | None:
         return {"username": "bob", "password": "pw"} if (namespace, name) == ("test", "basic") else None
 
-    (m,) = await run_metrics(canary([{"name": "t", "templateRef": {"name": "tpl"}}]), "", lambda ns, n: tpl, secrets)
+    (m,) = await run_metrics(canary([{"name": "t", "templateRef": {"name": "tpl"}, "thresholdRange": {"max": 5}}]),
+                             "", lambda ns, n: tpl, secrets)
     assert m.ok
     assert prom.seen[0][2]["Authorization"] == "Basic " + base64.b64encode(b"bob:pw").decode()
 
@@ -469,3 +475,28 @@ async def test_no_metrics_and_dict_canary(prom: FakePrometheus) -> None:
     }
     (m,) = await run_metrics(plain, prom.url, no_templates)
     assert m.query == ISTIO_DURATION_1M
+
+
+async def test_credentials_in_the_address_never_reach_a_message() -> None:
+    import socket
+
+    from canary.adapters.prometheus import PrometheusClient, PrometheusError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = PrometheusClient(f"http://alice:s3cret@127.0.0.1:{port}/prom?token=t0ken", retries=0)
+    with pytest.raises(PrometheusError) as err:
+        await client.query("up")
+    assert "s3cret" not in str(err.value) and "alice" not in str(err.value) and "t0ken" not in str(err.value)
+    assert f"http://127.0.0.1:{port}/prom" in str(err.value)
+    assert "s3cret" not in client.address
+
+
+def test_remote_error_text_is_capped_and_cleaned() -> None:
+    from canary.adapters.prometheus import PrometheusError, parse_query_response
+
+    body = json.dumps({"status": "error", "errorType": "bad_data", "error": "\x1b]52;c;ZXZpbA==\x07" + "e" * 1000})
+    with pytest.raises(PrometheusError) as err:
+        parse_query_response(400, body)
+    assert "\x1b" not in str(err.value) and "\x07" not in str(err.value) and len(str(err.value)) < 260

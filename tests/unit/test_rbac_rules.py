@@ -394,8 +394,11 @@ def test_namespace_scoped_rules_are_the_same(dynamic):
 def test_secrets_are_touched_only_for_config_copies_and_alert_providers():
     """Rights on Secrets are the most sensitive ones the chart grants: list who uses them."""
     users = {(s.file, s.verb) for s in static_call_sites() if s.resource == "secrets"}
-    assert {f for f, _ in users} <= {"canary/adapters/configs.py", "canary/adapters/notifiers.py"}, users
-    assert {v for f, v in users if f == "canary/adapters/notifiers.py"} == {"get"}  # read only
+    notifier = "canary/adapters/notifiers/notifier.py"
+    assert {f for f, _ in users} <= {"canary/adapters/configs.py", notifier, "canary/cluster.py"}, users
+    assert {v for f, v in users if f == notifier} == {"get"}  # read only
+    # the reconciler reads a MetricTemplate's provider.secretRef when the check runs
+    assert {v for f, v in users if f == "canary/cluster.py"} <= {"get"}
     # a watch on Secrets would cache every Secret of the cluster in the operator: if that is ever
     # wanted, say so in docs/install.md (RBAC, "Secrets") and the chart, then change this line
     assert ("", "secrets", "watch") in watched(), "config tracking watches Secrets (docs/install.md)"

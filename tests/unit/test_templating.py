@@ -133,3 +133,58 @@ def test_context_from_plain_dicts() -> None:
     assert ctx.name == "c" and ctx.namespace == "ns" and ctx.target == "t"
     assert ctx.service == "s" and ctx.interval == "5m" and ctx.variables == {"k": "v"}
     assert context_for(canary, None).interval == "1m"
+
+
+# ---- templateVariables cannot rewrite the query (issue 10) --------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from canary.templating import TemplateContext as _Ctx, TemplateError as _Err, render as _render  # noqa: E402
+
+
+def _skeleton(query: str) -> str:
+    """The query with the contents of its string literals removed (what PromQL executes)."""
+    out, state, i = [], None, 0
+    while i < len(query):
+        ch = query[i]
+        if state is None:
+            out.append(ch)
+            if ch in "\"'`":
+                state = ch
+        elif state != "`" and ch == "\\":
+            i += 1
+        elif ch == state:
+            out.append(ch)
+            state = None
+        i += 1
+    assert state is None, f"unterminated string in {query!r}"
+    return "".join(out)
+
+
+@pytest.mark.parametrize("template", [
+    'sum(rate(http_requests_total{app="{{ variables.app }}"}[1m]))',
+    "sum(rate(http_requests_total{app='{{ variables.app }}'}[1m]))",
+    'sum(rate(http_requests_total{app=~"{{ index variables "app" }}.*"}[1m]))',
+])
+@settings(max_examples=200, deadline=None)
+@given(value=st.text(max_size=30))
+def test_a_quoted_variable_stays_inside_its_string(template: str, value: str) -> None:
+    rendered = _render(template, _Ctx(variables={"app": value}))
+    assert _skeleton(rendered) == _skeleton(_render(template, _Ctx(variables={"app": "x"})))
+
+
+@pytest.mark.parametrize("value", ['x"} or vector(1) or {a="', "x'} or vector(1) #", "5m]) or vector(1) #",
+                                   "1 > bool 0", "x\n) or vector(1)"])
+def test_a_bare_variable_is_only_a_simple_token(value: str) -> None:
+    with pytest.raises(_Err, match="outside a quoted string"):
+        _render("rate(x[{{ variables.window }}])", _Ctx(variables={"window": value}))
+    assert _render("rate(x[{{ variables.window }}])", _Ctx(variables={"window": "5m"})) == "rate(x[5m])"
+
+
+def test_injection_attempts_are_escaped() -> None:
+    ctx = _Ctx(variables={"app": 'podinfo"} or vector(1) or {x="'})
+    assert _render('up{app="{{ variables.app }}"}', ctx) == r'up{app="podinfo\"} or vector(1) or {x=\""}'
+    with pytest.raises(_Err, match="backtick"):
+        _render("up{app=`{{ variables.app }}`}", _Ctx(variables={"app": "a`} or vector(1) or {a=`"}))
+    assert _render("up # {{ variables.app }}", _Ctx(variables={"app": "a\nor vector(1)"})) == "up # a or vector(1)"

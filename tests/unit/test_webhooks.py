@@ -121,7 +121,7 @@ async def test_payload_headers_and_2xx_success(server: HookServer) -> None:
         ("load", "rollout", True, 200),
         ("acc", "rollout", True, 202),
     ]
-    assert "all good" in results[0].message
+    assert "all good" not in results[0].message  # the body of a success is never stored
     assert server.paths() == ["/hook/ok", "/hook/accepted"]
     first = server.received[0]
     assert first.content_type == "application/json"
@@ -210,7 +210,7 @@ async def test_connection_refused_is_a_failed_result_not_an_exception() -> None:
 
 
 async def test_invalid_url_and_timeout_are_failed_results() -> None:
-    (r,) = await call_webhooks(canary([{"name": "bad", "url": "not a url"}]), "rollout", "P", "x")
+    (r,) = await call_webhooks(canary([{"name": "bad", "url": "http://[not-a-host/"}]), "rollout", "P", "x")
     assert not r.ok and "webhook bad" in r.message
     r = await call_webhook({"name": "t", "url": "http://127.0.0.1:1/", "timeout": "10x"}, {})
     assert not r.ok and "invalid timeout" in r.message
@@ -227,9 +227,22 @@ def test_hook_timeout() -> None:
         hook_timeout("ten")
 
 
-async def test_redirect_is_followed(server: HookServer) -> None:
+async def test_a_redirect_is_a_failure_and_never_followed(server: HookServer) -> None:
     (r,) = await call_webhooks(canary([hook(server, "rd", "redirect")]), "rollout", "P", "x")
-    assert r.ok and server.paths() == ["/hook/redirect", "/hook/ok"]
+    assert not r.ok and r.status_code == 307 and "redirects are not followed" in r.message
+    assert server.paths() == ["/hook/redirect"]
+
+
+async def test_failure_bodies_are_capped_and_cleaned(server: HookServer) -> None:
+    (r,) = await call_webhooks(canary([hook(server, "e", "error")]), "rollout", "P", "x")
+    body = r.message.split("returned 500: ", 1)[1]
+    assert not r.ok and body.startswith("load test failed: xxx") and body.endswith("…") and len(body) == 101
+
+
+async def test_metadata_addresses_are_refused_before_sending() -> None:
+    (r,) = await call_webhooks(canary([{"name": "imds", "url": "http://169.254.169.254/latest/meta-data/"}]),
+                               "rollout", "P", "x")
+    assert not r.ok and "EgressDenied" in r.message and "169.254.169.254" in r.message
 
 
 async def test_disable_tls_against_self_signed_https_is_attempted() -> None:

@@ -20,6 +20,7 @@ from canary.adapters.workload import (
     service_ports,
 )
 from canary.models import Canary
+from tests.unit.fakeapi import FakeApiServer, JsonPatchTestFailed, json_patch
 
 OWNER = {
     "apiVersion": "canary.dev/v1beta1",
@@ -309,6 +310,11 @@ class FakeKube:
     async def patch(self, api_version, plural, namespace, name, body, *, kind="merge", subresource=None):
         self._count("patch")
         cur = self.objects[(plural, namespace, name)]
+        if kind == "json":
+            try:
+                return self._store((plural, namespace, name), json_patch(cur, body))
+            except JsonPatchTestFailed:
+                raise ApiError(422, "Invalid", "the server rejected our request due to an error in our request") from None
         return self._store((plural, namespace, name), merge_patch(cur, body))
 
 
@@ -412,6 +418,44 @@ async def test_promote_copies_template_and_keeps_hpa_replicas():
     assert kube.objects[("deployments", "test", "podinfo-primary")]["spec"]["replicas"] == 2
 
 
+async def test_promote_is_not_defeated_by_status_writes_and_retries_a_changed_spec():
+    """Seen in CI (tests/integration/test_autoscaler_live.py): the deployment controller wrote the
+    primary's status between each read and the promotion's PUT (three 409s, the promotion
+    failed). The promotion is a JSON patch of the spec on the condition of the generation, which
+    status writes leave alone; a spec changed meanwhile (the HPA) is read again."""
+    api = FakeApiServer()
+    kube = api.kube()
+    target = api.put({**make_target(replicas=2), "apiVersion": "apps/v1", "kind": "Deployment"})
+    hpa = make_canary(autoscalerRef={"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                                     "name": "podinfo"})
+    w = Workloads(kube)
+    await w.initialize(hpa, target, revision="r1")
+    key = ("apps", "test", "deployments", "podinfo-primary")
+    handle, reads = api.handle, []
+
+    def churn(request):  # after every read of the primary, the controller writes its status
+        answer = handle(request)
+        if request.method == "GET" and request.url.path.endswith("/deployments/podinfo-primary"):
+            reads.append(1)
+            obj = api.objects[key]
+            obj["status"] = {"observedGeneration": obj["metadata"]["generation"], "replicas": len(reads)}
+            obj["metadata"]["resourceVersion"] = api._next_rv()
+            if len(reads) == 1:  # and once, the HPA scales it out before the first write
+                obj["spec"]["replicas"] = 4
+                obj["metadata"]["generation"] += 1
+        return answer
+
+    api.handle = churn  # type: ignore[method-assign]
+    kube = api.kube()
+    new = make_target(replicas=2)
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/stefanprodan/podinfo:6.0.1"
+    await Workloads(kube).promote(hpa, new, "r2")
+    primary = api.objects[key]
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":6.0.1")
+    assert primary["spec"]["replicas"] == 4  # the HPA's count, read again after the failed test
+    assert len(reads) == 2
+
+
 async def test_revert_points_apex_at_target_and_drops_owner():
     kube = FakeKube()
     target = kube.put("deployments", make_target(replicas=3))
@@ -493,3 +537,83 @@ async def test_finalize_falls_back_to_last_applied_configuration():
     result = await Workloads(kube).finalize(make_canary(), ready(target))
     assert result.done
     assert kube.objects[("services", "test", "podinfo")]["spec"]["selector"] == {"app": "podinfo", "tier": "web"}
+
+
+# ---- ownership: no confused deputy (issue 10) -------------------------------------------------
+
+OTHER_CANARY = {"apiVersion": "canary.dev/v1beta1", "kind": "Canary", "name": "other", "uid": "uid-other",
+                "controller": True, "blockOwnerDeletion": True}
+
+
+async def test_a_target_controlled_by_a_canary_or_named_primary_is_refused():
+    from canary.adapters.workload import WorkloadError
+
+    kube = FakeKube()
+    target = make_target()
+    target["metadata"]["ownerReferences"] = [OTHER_CANARY]
+    kube.put("deployments", target)
+    with pytest.raises(WorkloadError, match="controlled by Canary other"):
+        await Workloads(kube).initialize(make_canary(), target)
+    canary = make_canary(targetRef={"apiVersion": "apps/v1", "kind": "Deployment", "name": "shop-primary"},
+                         service={"name": "shop"})
+    with pytest.raises(WorkloadError, match="ends in -primary"):
+        await Workloads(kube).initialize(canary, make_target())
+    assert kube.writes == 0  # nothing written (put does not count)
+
+
+@pytest.mark.parametrize("owners", [[], [OTHER_CANARY], [{**OWNER, "uid": "uid-of-a-deleted-canary"}]])
+async def test_an_existing_primary_is_reused_only_when_this_canary_controls_it(owners):
+    from canary.adapters.workload import WorkloadError
+
+    kube = FakeKube()
+    target = kube.put("deployments", make_target())
+    squatter = build_primary_deployment(make_canary(), target, "r0")
+    squatter["metadata"]["ownerReferences"] = owners
+    if not owners:
+        squatter["metadata"].pop("ownerReferences")
+    kube.put("deployments", squatter)
+    writes = kube.writes
+    with pytest.raises(WorkloadError, match="not controlled by this Canary"):
+        await Workloads(kube).initialize(make_canary(), target)
+    assert kube.writes == writes
+    # ours: reused
+    squatter["metadata"]["ownerReferences"] = [OWNER]
+    kube.put("deployments", squatter)
+    await Workloads(kube).initialize(make_canary(), target)
+
+
+async def test_a_service_another_controller_owns_is_not_taken_over():
+    from canary.adapters.workload import WorkloadError
+
+    kube = FakeKube()
+    target = kube.put("deployments", make_target())
+    kube.put("services", {"apiVersion": "v1", "kind": "Service",
+                          "metadata": {"name": "podinfo-canary", "namespace": "test",
+                                       "ownerReferences": [OTHER_CANARY]},
+                          "spec": {"selector": {"app": "other"}, "ports": [{"port": 80}]}})
+    with pytest.raises(WorkloadError, match="service podinfo-canary is controlled by Canary other"):
+        await Workloads(kube).initialize(make_canary(), target)
+    assert kube.objects[("services", "test", "podinfo-canary")]["spec"]["selector"] == {"app": "other"}
+
+
+def test_a_selector_label_value_without_room_for_primary_is_a_clear_error():
+    from canary.adapters.workload import WorkloadError
+
+    with pytest.raises(WorkloadError, match="longer than 55"):
+        build_primary_deployment(make_canary(), make_target(selector={"app": "a" * 56}), "r1")
+    assert build_primary_deployment(make_canary(), make_target(selector={"app": "a" * 55}), "r1")
+
+
+async def test_promote_reports_a_refused_spec_at_once():
+    """A 422 that is not the failed `test` (the generation did not move): the API server's own
+    error, on the second read, not a retry loop ending in "kept changing"."""
+    api = FakeApiServer()
+    target = api.put({**make_target(replicas=2), "apiVersion": "apps/v1", "kind": "Deployment"})
+    w = Workloads(api.kube())
+    await w.initialize(make_canary(), target, revision="r1")
+    api.fail_next[("deployments", "patch")] = 422
+    new = make_target(replicas=2)
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = "ghcr.io/stefanprodan/podinfo:6.0.1"
+    with pytest.raises(ApiError) as e:
+        await w.promote(make_canary(), new, "r2")
+    assert e.value.status == 422

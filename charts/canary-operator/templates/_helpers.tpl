@@ -47,7 +47,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "canary-operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- $tag := .Values.image.tag | toString }}
+{{- printf "%s:%s" .Values.image.repository (ternary .Chart.AppVersion $tag (or (eq $tag "") (eq $tag "<nil>"))) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -57,28 +62,38 @@ the used set from the code and compares both ways). Shared by the ClusterRole an
 */}}
 {{- define "canary-operator.rules" -}}
 # the Canaries: watched; their status is written, and the command annotations
-# (canary.dev/promote, abort, ...) are removed once decided
+# (canary.dev/promote, abort, ...) are removed once decided; read before completing an earlier
+# decision (the Canary must still be there, unchanged)
 - apiGroups: ["canary.dev"]
   resources: [canaries]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: ["canary.dev"]
   resources: [canaries/status]
   verbs: [patch]
+# MetricTemplates are read through when the watch has not delivered them yet (after a restart)
 - apiGroups: ["canary.dev"]
-  resources: [metrictemplates, alertproviders]
+  resources: [metrictemplates]
+  verbs: [get, list, watch]
+- apiGroups: ["canary.dev"]
+  resources: [alertproviders]
   verbs: [list, watch]
 # targets are watched and scaled; <target>-primary is created and promoted
 - apiGroups: ["apps"]
   resources: [deployments]
-  verbs: [get, list, watch, create, update, patch]
+  verbs: [get, list, watch, create, patch]
 # the apex, -primary and -canary Services
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create, update]
-# Events on the Canaries
+# the pods of a target or primary that is not ready are listed (only then) to name the first
+# failing pod's reason (ImagePullBackOff, CrashLoopBackOff) in the progress-deadline message
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+# Events on the Canaries (patch: an identical event bumps the count of the one posted before)
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, patch]
 # config tracking: the ConfigMaps and Secrets a target uses are read and copied to per-Canary
 # -primary copies (created, updated, replaced when immutable); the Secret of an AlertProvider
 # with secretRef (webhook address, token) is read

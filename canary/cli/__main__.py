@@ -1,0 +1,5 @@
+import sys
+
+from canary.cli.parser import main
+
+sys.exit(main())
