@@ -134,6 +134,7 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         disable_created_metrics()  # process-wide: no *_created series anywhere
         self.registry = registry or CollectorRegistry()
+        self._server: Any = None
         r = self.registry
         # ---- process and Python runtime (process_resident_memory_bytes, open fds, GC) ----
         ProcessCollector(registry=r)
@@ -401,4 +402,11 @@ class OperatorMetrics:
                 self.flagger_metric.remove(target, namespace, check)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+        self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
+
+    def close(self) -> None:
+        """Stop serving and free the port (blocks up to half a second), for the next operator."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -33,7 +33,7 @@ from canary.shards import ShardManager, current_shard
 from canary.targets import TargetIndex
 from canary.heap import pin_mmap_threshold
 from canary.security import configure as configure_security
-from canary import logs
+from canary import kopf_run, logs
 from canary.options import Options, _connection_info, _labels, _matches  # noqa: F401 (re-exported)
 from canary.version import version
 
@@ -352,6 +352,7 @@ class Operator:
             await asyncio.gather(self._elector_task, return_exceptions=True)
         if self.kube is not None:
             await self.kube.aclose()
+        await asyncio.to_thread(self.metrics.close)  # the port, for the next operator
 
     async def _drain(self) -> None:
         """SIGTERM: let the running ticks finish (bounded, while the Lease is still renewed),
@@ -374,24 +375,23 @@ async def run(opts: Options) -> None:
     if opts.kubeconfig:
         os.environ["KUBECONFIG"] = opts.kubeconfig  # kopf's own login reads it
     configure_security(opts.security)
+    stop = kopf_run.Stop()
     while True:
         # a fresh operator each time, as after a process restart: nothing is carried over but
         # what the API server holds (docs/design.md, crash safety)
         op = Operator(opts)
-        kwargs: dict[str, Any] = {"registry": op.registry, "standalone": True}
-        if opts.namespace:
-            kwargs["namespaces"] = [opts.namespace]
-        else:
-            kwargs["clusterwide"] = True
-        if opts.liveness:
-            kwargs["liveness_endpoint"] = opts.liveness
+        why = "by itself (a watch failed)"  # kopf returns normally then too (canary/kopf_run.py)
         try:
-            await kopf.operator(**kwargs)
-            return  # stopped by a signal
+            await kopf_run.run_once(stop, op.registry, opts.namespace, opts.liveness)
         except Exception as e:  # noqa: BLE001 - e.g. watches lost while the API server restarts
-            log.error("the operator stopped on an error (%s: %s); starting again in 2 s", type(e).__name__, e)
-            await op.abandon()
-            await asyncio.sleep(2)
+            why = f"on an error ({type(e).__name__}: {e})"
+        if stop.signal is not None:
+            return  # stopped by a signal
+        log.error("the operator stopped %s; starting again in 2 s", why)
+        await op.abandon()
+        await stop.sleep(2)
+        if stop.signal is not None:
+            return
 
 
 def main(opts: Options) -> None:

@@ -206,3 +206,39 @@ def test_api_server_restarted_mid_analysis(api_client, namespace, operator):
     events = kubernetes.client.CoreV1Api(api_client).list_namespaced_event(namespace).items
     promotes = [e for e in events if e.reason == "Promote" and e.involved_object.name == "podinfo"]
     assert sum(e.count or 1 for e in promotes) == 1
+
+
+def test_a_watched_crd_gone_for_a_moment_does_not_end_the_operator(api_client, namespace, operator):
+    """A watch that fails with 404 (as while an API server restarts, when CRD-backed resources
+    are not served for a few seconds) makes kopf return normally ("Multidimensional multitasker
+    has failed"), as if a signal had stopped it: the operator starts kopf again and goes on. Here
+    the 404 is made for certain: the DestinationRule CRD is deleted and installed again."""
+    ops.apply(api_client, deployment("podinfo"), namespace)
+    ops.apply(api_client, canary("podinfo", interval="2s", max_weight=30, step_weight=10), namespace)
+    ops.wait_until(lambda: ops.canary_status(api_client, namespace, "podinfo").get("phase") == "Initialized",
+                   90, "Initialized")
+    before = ops.canary_status(api_client, namespace, "podinfo").get("lastAppliedSpec")
+    ext = kubernetes.client.ApiextensionsV1Api(api_client)
+    name = "destinationrules.networking.istio.io"
+
+    def gone() -> bool:
+        try:
+            ext.read_custom_resource_definition(name)
+            return False
+        except kubernetes.client.ApiException as e:
+            return e.status == 404
+
+    try:
+        ext.delete_custom_resource_definition(name)
+        ops.wait_until(gone, 30, "the CRD deleted")
+        ops.wait_until(lambda: "the operator stopped" in operator.log_tail(400) or not operator.alive(), 30,
+                       "kopf's watch to fail")
+        time.sleep(3)  # longer than the pause before the restart
+        assert operator.alive(), operator.log_tail(40)
+    finally:
+        cluster.install_crds(cluster.paths(), [cluster.REPO / "testbed" / "crds"])
+    _release(api_client, namespace, GOOD.format(92), bad=False)
+    st = Watch(api_client, namespace).until_done(before, 150)
+    assert st["phase"] == "Succeeded", (st, operator.log_tail(30))
+    assert vs_weights(api_client, namespace, "podinfo") == (100, 0)
+    assert operator.alive()
