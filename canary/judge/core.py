@@ -90,7 +90,8 @@ def judge(canary: Series, primary: Series, criteria: Criteria,
     else:
         results = (rank_test(c, p, criteria),)
     failed = [r for r in results if r.verdict is Verdict.FAIL]
-    head = failed[0] if failed else results[0]
-    verdict = Verdict.FAIL if failed else Verdict.PASS
+    unsure = [r for r in results if r.verdict is Verdict.INCONCLUSIVE]
+    head = failed[0] if failed else unsure[0] if unsure else results[0]
+    verdict = Verdict.FAIL if failed else Verdict.INCONCLUSIVE if unsure else Verdict.PASS
     return Judgement(verdict, f"{head.test}: {head.reason}", int(c.size), int(p.size), head.test,
                      head.statistic, head.p_value, head.shift, head.low, head.high, results)

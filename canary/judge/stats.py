@@ -173,4 +173,12 @@ def rate_test(canary: Array, primary: Array, criteria: Criteria) -> TestResult:
     failed = p < criteria.alpha
     reason = (f"{k} of {n} canary samples worse than the primary's constant {v:.4g} "
               f"(beyond {allowed:.4g}), 0 of {m} primary samples, p={p:.3g}{_serial(inflate)}")
-    return TestResult("rate", Verdict.FAIL if failed else Verdict.PASS, k / n, p, shift, low, high, allowed, reason)
+    verdict = Verdict.FAIL if failed else Verdict.PASS
+    # the smallest p-value these effective counts allow (every canary sample worse): when serial
+    # correlation left so few independent samples that even that is not significant, the test
+    # could not have failed any canary, and its pass says nothing (the user's minSamples counts
+    # raw samples; without correlation they decide alone)
+    if not failed and inflate > 1.0 and 1.0 / math.comb(ne + me, ne) > criteria.alpha - 1e-12:
+        verdict = Verdict.INCONCLUSIVE
+        reason += f": {ne}+{me} independent samples' worth, too few to judge"
+    return TestResult("rate", verdict, k / n, p, shift, low, high, allowed, reason)

@@ -183,6 +183,20 @@ def test_a_single_error_sample_is_not_enough_to_fail():
     assert j.verdict is Verdict.PASS and j.test == "rate"
 
 
+def test_a_rate_test_that_could_not_have_failed_is_inconclusive_not_a_pass():
+    # errors in 17 of 20 overlapping 3 s windows, the primary none: so correlated a series is
+    # worth two independent samples a side, and even 2 of 2 worse is not significant (p=1/6).
+    # (A simulation of test_judge_live's traffic passed about 6 checks in 100 this way at 20
+    # samples: the likely cause of the CI run that promoted its canary with 0.5 % errors.)
+    canary = [0.0] * 3 + [0.33, 0.67] * 8 + [0.33]
+    j = judge(ev(canary), ev([0.0] * 20), Criteria(min_samples=20))
+    assert j.verdict is Verdict.INCONCLUSIVE and j.test == "rate", j.reason
+    assert "too few to judge" in j.reason
+    # the same share of worse samples, spread out (no serial correlation): enough to fail
+    spread = [0.0, 0.33, 0.67, 0.33, 0.67, 0.33, 0.67] * 3
+    assert judge(ev(spread[:20]), ev([0.0] * 20), Criteria(min_samples=20)).verdict is Verdict.FAIL
+
+
 def test_rate_test_on_a_success_rate_pinned_at_100():
     bad = [100.0, 97.0] * 15
     assert judge(ev(bad), ev([100.0] * 30), Criteria(direction="decrease", tolerance=1)).verdict is Verdict.FAIL
@@ -235,6 +249,8 @@ def test_never_a_silent_pass_below_min_samples(c, p, min_samples, direction):
     j = judge(ev(c), ev(p), Criteria(min_samples=min_samples, direction=direction))
     if min(len(c), len(p)) < min_samples:
         assert j.verdict is Verdict.INCONCLUSIVE
+    elif j.verdict is Verdict.INCONCLUSIVE:  # serial correlation left too few independent samples
+        assert j.test == "rate" and "too few to judge" in j.reason
     else:
         assert j.verdict in (Verdict.PASS, Verdict.FAIL)
         assert 0.0 <= j.p_value <= 1.0
