@@ -21,7 +21,7 @@ class Options:
     selector_labels: tuple[str, ...] = ("app", "name", "app.kubernetes.io/name")  # pod labels for selectors
     metrics_port: int = 0  # 0: no metrics endpoint
     max_concurrent: int = 200  # ticks at once (each holds its slot while it waits on the network too)
-    max_per_namespace: int | None = None  # None: a fifth of max_concurrent
+    max_per_namespace: int | None = None  # a namespace's share (canary/slots.py); None: a fifth of max_concurrent
     tick_timeout: float = 120.0  # seconds a tick may take before it is cut
     kube_qps: float = 0.0  # client-side API requests per second (0: no limit), as client-go's --kube-api-qps
     kube_burst: int = 100  # requests that may go at once above kube_qps

@@ -5,12 +5,13 @@ Canary (or its namespace) whenever the operator is down. Here the Canary objects
 the watch (kopf on.event), the latest version always replaces the previous one, and a
 global semaphore bounds how many ticks run at once.
 
-Tenants are isolated: a namespace holds at most `max_per_namespace` of the slots (taken before
-a global one, so a namespace's queue holds no global slot), and every tick has a deadline
-(`tick_timeout`): fifty black-holed webhooks in one namespace cannot stop a Canary of another
-namespace from rolling back. The Canary is read after the slot is taken, so a tick never acts on
-a spec or a command that was replaced while it queued. A tick cut at its deadline is like a
-crash: its decision, if written, is completed by the next tick.
+Tenants are isolated: a namespace has `max_per_namespace` of the slots as its own share and
+borrows beyond it only while more than half of them are free (canary/slots.py), and every tick
+has a deadline (`tick_timeout`): fifty black-holed webhooks in one namespace cannot stop a Canary
+of another namespace from rolling back, and a namespace alone is not held to its share. The
+Canary is read after the slot is taken, so a tick never acts on a spec or a command that was
+replaced while it queued. A tick cut at its deadline is like a crash: its decision, if written,
+is completed by the next tick.
 
 The scheduler can be paused (a replica that is not the leader, see canary/leader.py): the
 per-Canary tasks keep receiving objects but start no tick until `resume()`; `pause()` also
@@ -25,6 +26,8 @@ import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable, Mapping
+
+from canary.slots import FairSlots
 
 if TYPE_CHECKING:
     from canary.reconciler import TickResult
@@ -64,15 +67,13 @@ class Scheduler:
     def __init__(self, tick: Tick, max_concurrent: int = 50, min_wait: float = 0.05, max_wait: float = 60.0,
                  max_per_namespace: int | None = None, tick_timeout: float = 120.0):
         self._tick = tick
-        self._per_namespace = max_per_namespace or max(1, max_concurrent // 5)
-        self._ns_sems: dict[str, asyncio.Semaphore] = {}
+        self._slots = FairSlots(max_concurrent, max_per_namespace or max(1, max_concurrent // 5))
         self.tick_timeout = tick_timeout
         self.timeouts = 0  # ticks cut at their deadline
         self._objects: dict[Key, Mapping] = {}
         self._wake: dict[Key, asyncio.Event] = {}
         self._tasks: dict[Key, asyncio.Task] = {}
         self._targets: dict[Key, Key] = {}  # (ns, target name) -> canary key
-        self._sem = asyncio.Semaphore(max_concurrent)
         self._active = asyncio.Event()  # cleared: paused (not the leader, or shutting down)
         self._active.set()
         self._closing = False
@@ -200,20 +201,11 @@ class Scheduler:
 
     @contextlib.asynccontextmanager
     async def _slot(self, namespace: str):
-        """One of the namespace's slots, then one of the max_concurrent tick slots; `waiting`
-        counts the loops queued for one."""
-        ns_sem = self._ns_sems.get(namespace)
-        if ns_sem is None:
-            ns_sem = self._ns_sems[namespace] = asyncio.Semaphore(self._per_namespace)
+        """One tick slot of the namespace's fair share; `waiting` counts the loops queued for one."""
         self.waiting += 1
         queued = time.perf_counter()
         try:
-            await ns_sem.acquire()
-            try:
-                await self._sem.acquire()
-            except BaseException:
-                ns_sem.release()
-                raise
+            await self._slots.acquire(namespace)
         finally:
             self.waiting -= 1
         if self.on_queue_wait is not None:
@@ -221,8 +213,7 @@ class Scheduler:
         try:
             yield
         finally:
-            self._sem.release()
-            ns_sem.release()
+            self._slots.release(namespace)
 
     async def _run_tick(self, key: Key, obj: Mapping) -> "TickResult | None":
         """The tick as its own task, so that `pause()` can cancel it without ending the loop.

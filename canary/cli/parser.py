@@ -126,7 +126,8 @@ def build_parser(prog: str = "canary") -> argparse.ArgumentParser:
     op.add_argument("--metrics-port", type=int, default=8080, help="port of the /metrics endpoint (0: off)")
     op.add_argument("--max-concurrent", type=int, default=200, help="ticks running at once")
     op.add_argument("--max-per-namespace", type=int, default=None,
-                    help="ticks of one namespace running at once (default: a fifth of --max-concurrent)")
+                    help="a namespace's share of the ticks running at once (default: a fifth of "
+                         "--max-concurrent); beyond it, it borrows while half of the slots stay free")
     op.add_argument("--kube-api-qps", type=float, default=0.0,
                     help="client-side limit of API requests per second (0: none)")
     op.add_argument("--kube-api-burst", type=int, default=100, help="requests allowed at once above the QPS")

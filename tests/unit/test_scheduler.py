@@ -1,4 +1,5 @@
-"""The scheduler isolates tenants (issue 9.14, 10.4): per-namespace slots, a deadline per tick,
+"""The scheduler isolates tenants (issue 9.14, 10.4): fair per-namespace slots (canary/slots.py;
+tests/unit/test_slots.py), a deadline per tick,
 the Canary read after the slot is taken, and a loop that stops for a Canary that is gone."""
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ async def test_one_namespace_of_hung_ticks_does_not_stop_another_namespace():
         if "quiet" in started:
             break
     assert "quiet" in started, "a tick of another namespace waited behind the noisy one"
-    assert started.count("noisy") == 10  # a namespace holds at most a fifth of the slots
+    # a namespace alone borrows beyond its share (a fifth) only while half of the slots stay free
+    assert started.count("noisy") == 25
     hang.set()
     await sched.stop()
 
