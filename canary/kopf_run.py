@@ -23,6 +23,8 @@ from typing import Any
 import kopf
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_GRACE = 30.0
+"""Seconds kopf may take to stop after it stopped by itself; then its tasks are cancelled."""
 
 log = logging.getLogger("canary.operator")
 
@@ -70,4 +72,15 @@ async def run_once(stop: Stop, registry: kopf.OperatorRegistry, namespace: str |
     tasks = await kopf.spawn_tasks(registry=registry, settings=settings, standalone=True, stop_flag=stop.flag,
                                    **kwargs)
     stop.install()
-    await kopf.run_tasks(tasks, ignored=existing)
+    runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=existing), name="kopf")
+    await asyncio.wait([runner, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    if not runner.done() and stop.signal is None:
+        # kopf stops by itself: its shutdown can hang (seen on the testbed: a watcher retrying
+        # on a closed connector, an assertion in kopf's cancel callback, no return for minutes)
+        done, _ = await asyncio.wait([runner], timeout=STOP_GRACE)
+        if not done and stop.signal is None:
+            log.error("kopf did not stop within %.0fs of stopping by itself: its tasks are cancelled", STOP_GRACE)
+            runner.cancel()
+            await asyncio.wait([runner], timeout=10.0)
+            return
+    await runner

@@ -231,7 +231,7 @@ def test_a_watched_crd_gone_for_a_moment_does_not_end_the_operator(api_client, n
     try:
         ext.delete_custom_resource_definition(name)
         ops.wait_until(gone, 30, "the CRD deleted")
-        ops.wait_until(lambda: "the operator stopped" in operator.log_tail(400) or not operator.alive(), 30,
+        ops.wait_until(lambda: "the operator stopped" in operator.log_tail(400) or not operator.alive(), 60,
                        "kopf's watch to fail")
         time.sleep(3)  # longer than the pause before the restart
         assert operator.alive(), operator.log_tail(40)

@@ -34,6 +34,8 @@ class FakeKopf:
     async def spawn_tasks(self, stop_flag=None, settings=None, **_):
         self.flags.append(stop_flag)
         self.settings.append(settings)
+        if self.script and self.script[0] == "hangs":
+            return [asyncio.create_task(asyncio.sleep(0.05), name="multitasker that fails")]
         return []
 
     async def run_tasks(self, tasks, ignored=()):
@@ -41,6 +43,8 @@ class FakeKopf:
         end = self.script.pop(0)
         if end == "returns":  # kopf after a failed watch
             return
+        if end == "hangs":  # a root task ends, kopf's shutdown never returns
+            await asyncio.Event().wait()
         if end == "raises":
             raise kopf.PermanentError("watch lost")
         if end == "signal":  # SIGTERM from the kubelet: kopf waits for its stop flag
@@ -118,3 +122,11 @@ def test_a_restarted_operator_serves_its_metrics_on_the_same_port():
         second.metrics.close()
 
     asyncio.run(main())
+
+
+def test_kopf_hanging_in_its_own_shutdown_is_cut_and_started_again(monkeypatch):
+    from canary import kopf_run
+
+    monkeypatch.setattr(kopf_run, "STOP_GRACE", 0.2)
+    fake = supervise(monkeypatch, ["hangs", "signal"])
+    assert fake.runs == 2  # the code before waited for ever (kopf's SIGKILL 10 min later)
