@@ -8,6 +8,9 @@ non-empty). scipy does the statistics; this module only frames the questions:
   tolerance? The same one-sided rank test on absolute deviations from each side's median.
 * rate: the primary never varies (a counter that is zero, a success rate pinned at 100 %):
   does the canary have significantly more samples worse than that value? Fisher's exact test.
+
+A test whose samples are so serially correlated that it could not have failed even a canary
+worse in every sample says Inconclusive, not Pass: the engine holds and judges again.
 """
 
 from __future__ import annotations
@@ -102,6 +105,26 @@ def _directed(x: Array, y: Array, allowed: float, direction: Direction, inflate:
     return worst[0], min(1.0, 2.0 * worst[1])  # Bonferroni over the two sides
 
 
+def least_p(n: int, m: int, direction: Direction, inflate: float) -> float:
+    """The smallest p-value a rank test of `n` against `m` samples can give at this variance
+    inflation: that of complete separation (every canary sample worse than every primary one).
+    When it is not below alpha the test could not have failed any canary, and its pass says
+    nothing."""
+    worse, better = np.arange(n, dtype=float) + m, np.arange(m, dtype=float)
+    if direction == "decrease":
+        worse, better = -worse, -better
+    return _directed(worse, better, 0.0, direction, inflate)[1]
+
+
+def _could_not_fail(n: int, m: int, direction: Direction, inflate: float, alpha: float) -> str:
+    """'' when a rank test of these sizes and inflation can fail; else why it cannot, for its
+    reason (only serial correlation makes a test this weak: without it, minSamples decides)."""
+    if inflate <= 1.0 or least_p(n, m, direction, inflate) < alpha - 1e-12:
+        return ""
+    return (f": {n}+{m} samples this serially correlated could not show a difference even if every "
+            f"canary sample were worse, too few to judge (a longer interval gives more)")
+
+
 def _serial(inflate: float) -> str:
     return f" (serial correlation: variance x{inflate:.2g})" if inflate > 1.05 else ""
 
@@ -120,7 +143,9 @@ def rank_test(canary: Array, primary: Array, criteria: Criteria) -> TestResult:
     reason = (f"shift {_sign(shift)} [{_sign(low)}, {_sign(high)}], "
               f"{'is' if failed else 'not shown to be'} {worse} than the primary by more than "
               f"{allowed:.4g} ({criteria.tolerance:g}% of its median), p={p:.3g}{_serial(inflate)}")
-    return TestResult("rank", Verdict.FAIL if failed else Verdict.PASS, u, p, shift, low, high, allowed, reason)
+    weak = "" if failed else _could_not_fail(canary.size, primary.size, criteria.direction, inflate, criteria.alpha)
+    verdict = Verdict.FAIL if failed else Verdict.INCONCLUSIVE if weak else Verdict.PASS
+    return TestResult("rank", verdict, u, p, shift, low, high, allowed, reason + weak)
 
 
 def spread_measurable(primary: Array) -> bool:
@@ -148,7 +173,9 @@ def dispersion_test(canary: Array, primary: Array, criteria: Criteria, spread_to
     failed = p < criteria.alpha
     reason = (f"spread ratio {est:.3g} [{lo:.3g}, {hi:.3g}], {'is' if failed else 'not shown to be'} "
               f"above {factor:.3g}, p={p:.3g}{_serial(inflate)}")
-    return TestResult("dispersion", Verdict.FAIL if failed else Verdict.PASS, u, p, est, lo, hi, factor, reason)
+    weak = "" if failed else _could_not_fail(a.size, b.size, "increase", inflate, criteria.alpha)
+    verdict = Verdict.FAIL if failed else Verdict.INCONCLUSIVE if weak else Verdict.PASS
+    return TestResult("dispersion", verdict, u, p, est, lo, hi, factor, reason + weak)
 
 
 def rate_test(canary: Array, primary: Array, criteria: Criteria) -> TestResult:

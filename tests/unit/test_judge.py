@@ -197,6 +197,34 @@ def test_a_rate_test_that_could_not_have_failed_is_inconclusive_not_a_pass():
     assert judge(ev(spread[:20]), ev([0.0] * 20), Criteria(min_samples=20)).verdict is Verdict.FAIL
 
 
+def test_a_rank_test_that_could_not_have_failed_is_inconclusive_not_a_pass():
+    # a canary 30 % slower in every one of ten samples, both sides drifting slowly (windows
+    # that overlap): serial correlation at the cap leaves the rank test unable to reach
+    # significance even at complete separation. (CI promoted test_judge_live's 130 ms canary
+    # against a 100 ms primary this way: tolerance 10 %, a 20 s window, 8 samples asked.)
+    primary = [100.0 + i for i in range(10)]
+    canary = [130.0 + i for i in range(10)]
+    j = judge(ev(canary), ev(primary), Criteria(min_samples=8))
+    assert j.verdict is Verdict.INCONCLUSIVE and j.test == "rank", j.reason
+    assert "too few to judge" in j.reason and "serial correlation" in j.reason
+    # the same values in a shuffled order (independent samples): enough to fail
+    order = [3, 7, 0, 9, 5, 1, 8, 2, 6, 4]
+    assert judge(ev([canary[i] for i in order]), ev([primary[i] for i in order]),
+                 Criteria(min_samples=8)).verdict is Verdict.FAIL
+    # and an equal canary drifting the same way is just as unjudgeable, not passed
+    assert judge(ev([100.5 + i for i in range(10)]), ev(primary), Criteria(min_samples=8)).verdict \
+        is Verdict.INCONCLUSIVE
+
+
+def test_least_p_is_the_p_value_of_complete_separation():
+    from canary.judge.stats import least_p
+
+    assert least_p(5, 5, "increase", 1.0) == pytest.approx(1 / math.comb(10, 5))
+    assert least_p(5, 5, "decrease", 1.0) == pytest.approx(1 / math.comb(10, 5))
+    assert least_p(5, 5, "either", 1.0) == pytest.approx(2 / math.comb(10, 5))
+    assert least_p(20, 20, "increase", 19.0) > least_p(20, 20, "increase", 4.0) > least_p(20, 20, "increase", 1.0)
+
+
 def test_rate_test_on_a_success_rate_pinned_at_100():
     bad = [100.0, 97.0] * 15
     assert judge(ev(bad), ev([100.0] * 30), Criteria(direction="decrease", tolerance=1)).verdict is Verdict.FAIL
@@ -250,7 +278,7 @@ def test_never_a_silent_pass_below_min_samples(c, p, min_samples, direction):
     if min(len(c), len(p)) < min_samples:
         assert j.verdict is Verdict.INCONCLUSIVE
     elif j.verdict is Verdict.INCONCLUSIVE:  # serial correlation left too few independent samples
-        assert j.test == "rate" and "too few to judge" in j.reason
+        assert j.test in ("rate", "rank", "dispersion") and "too few to judge" in j.reason
     else:
         assert j.verdict in (Verdict.PASS, Verdict.FAIL)
         assert 0.0 <= j.p_value <= 1.0
