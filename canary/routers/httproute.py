@@ -7,12 +7,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from canary.adapters.workload import FLUX_DISABLED, as_canary, owner_references, service_name
+from canary.adapters.workload import as_canary, service_name
 from canary.duration import parse_duration
 from canary.models import Canary
 from canary.routers.affinity import Sticky, cookie_regex, sticky
 from canary.routers.base import RouterError
 from canary.routers.istio import merge_matches
+from canary.routers.objects import apex_metadata
 from canary.types import Routes
 
 GROUP = "gateway.networking.k8s.io"
@@ -271,14 +272,7 @@ def build_httproute(canary: Canary, routes: Routes | None = None, version: str =
         spec["hostnames"] = list(svc.hosts)
     spec["rules"] = rules
 
-    meta: dict[str, Any] = {"name": apex, "namespace": canary.namespace}
-    apex_meta = svc.apex
-    if apex_meta and apex_meta.labels:
-        meta["labels"] = dict(apex_meta.labels)
-    meta["annotations"] = {**((apex_meta.annotations if apex_meta else None) or {}), **FLUX_DISABLED}
-    owners = owner_references(canary)
-    if owners:
-        meta["ownerReferences"] = owners
+    meta = apex_metadata(canary, apex)
     return {"apiVersion": f"{GROUP}/{version}", "kind": "HTTPRoute", "metadata": meta, "spec": spec}
 
 

@@ -31,7 +31,7 @@ from canary.models import Canary, HTTPMatchRequest
 from canary.routers.affinity import Sticky, cookie_regex, sticky
 from canary.routers import objects
 from canary.routers.base import RouterError
-from canary.routers.objects import ORIGINAL_ANNOTATION
+from canary.routers.objects import ORIGINAL_ANNOTATION, apex_metadata
 from canary.types import Routes
 
 GROUP = "networking.istio.io"
@@ -188,14 +188,7 @@ def build_virtual_service(canary: Canary, routes: Routes | None = None,
                 first["mirrorPercentage"] = {"value": weight}
         spec["http"] = rules
 
-    meta: dict[str, Any] = {"name": apex, "namespace": canary.namespace}
-    apex_meta = svc.apex
-    if apex_meta and apex_meta.labels:
-        meta["labels"] = dict(apex_meta.labels)
-    meta["annotations"] = {**((apex_meta.annotations if apex_meta else None) or {}), **FLUX_DISABLED}
-    owners = owner_references(canary)
-    if owners:
-        meta["ownerReferences"] = owners
+    meta = apex_metadata(canary, apex)
     return {"apiVersion": api_version, "kind": "VirtualService", "metadata": meta, "spec": spec}
 
 

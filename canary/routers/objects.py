@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from canary.adapters.kube import ApiError, Kube
-from canary.adapters.workload import FLUX_DISABLED, foreign_controller, is_owned_by
+from canary.adapters.workload import FLUX_DISABLED, foreign_controller, is_owned_by, owner_references
 from canary.models import Canary
 from canary.routers.base import RouterError
 
 ORIGINAL_ANNOTATION = "canary.dev/original-configuration"
+
+def apex_metadata(canary: Canary, name: str) -> dict[str, Any]:
+    """Metadata of the apex routing object (VirtualService, HTTPRoute): `service.apex` labels and
+    annotations, Flux's reconcile switched off, owned by the Canary."""
+    apex = canary.spec.service.apex if canary.spec.service is not None else None
+    meta: dict[str, Any] = {"name": name, "namespace": canary.namespace}
+    if apex and apex.labels:
+        meta["labels"] = dict(apex.labels)
+    meta["annotations"] = {**((apex.annotations if apex else None) or {}), **FLUX_DISABLED}
+    owners = owner_references(canary)
+    if owners:
+        meta["ownerReferences"] = owners
+    return meta
+
 
 Read = Callable[[bool], Awaitable["dict | None"]]  # fresh? -> the object (a watch cache when not fresh)
 
