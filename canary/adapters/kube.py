@@ -265,9 +265,13 @@ class Kube:
         return _check_answer(out, namespace, name)
 
     async def list(self, api_version: str, plural: str, namespace: str | None = None,
-                   label_selector: str | None = None) -> list[dict]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        out = await self._request("list", "GET", _path(api_version, plural, namespace), params=params)
+                   label_selector: str | None = None, resource_version: str | None = None) -> list[dict]:
+        """`resource_version="0"`: whatever the API server's watch cache holds, with no read of
+        etcd (a quorum LIST reads every object of the namespace from etcd and filters after)."""
+        params = {"labelSelector": label_selector} if label_selector else {}
+        if resource_version is not None:
+            params["resourceVersion"] = resource_version
+        out = await self._request("list", "GET", _path(api_version, plural, namespace), params=params or None)
         items = list((out or {}).get("items") or [])
         if namespace is not None:
             for item in items:
