@@ -94,7 +94,11 @@ class Operator:
             try:
                 return await reconcile(self.deps, obj, self.caches)
             except NotLeader:
-                self.scheduler.pause(cancel_inflight=False)
+                # one lease: this replica leads no more, and resume() comes with the next
+                # leadership. Shards: only this Canary's shard was lost; it is woken when the
+                # shard is taken again, and every other shard's Canaries go on
+                if self.shards is None:
+                    self.scheduler.pause(cancel_inflight=False)
                 raise asyncio.CancelledError("not the leader") from None
 
     def _fence(self, verb: str, path: str) -> None:

@@ -5,11 +5,15 @@ replicas at once, and the write guard per shard."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from canary import operator as operator_module
 from canary.operator import NotLeader, Operator, Options
+from canary.scheduler import Scheduler
 from canary.shards import ShardManager, current_shard, shard_of
 from tests.unit.fakeapi import FakeApiServer
 
@@ -123,6 +127,31 @@ async def test_a_tick_of_another_replicas_shard_does_nothing() -> None:
     op.notifier = None  # reconcile would need it: it must not be reached
     result = await op._tick({"metadata": {"namespace": "shop", "name": "podinfo"}})
     assert result.wake_after == 60.0 and result.written is None
+
+
+async def test_a_write_refused_for_a_lost_shard_stops_only_that_tick(monkeypatch) -> None:
+    """300 Canaries on three replicas: a renewal failed under 429s, shard 1 was lost for 1.5 s,
+    a tick's write was refused (NotLeader), and that paused the replica's whole scheduler; with
+    sharding nothing ever resumes it, so its Canaries of every shard stood still for good."""
+    op = Operator(Options(shards=4))
+
+    class Held:
+        def shard(self, ns: str, name: str) -> int:
+            return shard_of(ns, name, 4)
+
+        def holds(self, k: int) -> bool:
+            return True
+
+    async def refused(deps, obj, caches):
+        raise NotLeader("shard 1 not held: patch refused")
+
+    op.shards = Held()  # type: ignore[assignment]
+    op.notifier = SimpleNamespace(hold=lambda obj: contextlib.nullcontext())  # type: ignore[assignment]
+    op.scheduler = Scheduler(op._tick)
+    monkeypatch.setattr(operator_module, "reconcile", refused)
+    with pytest.raises(asyncio.CancelledError):
+        await op._tick({"metadata": {"namespace": "shop", "name": "podinfo"}})
+    assert op.scheduler._active.is_set(), "the scheduler was paused for one lost shard"
 
 
 async def test_a_shard_given_back_is_taken_within_the_lease_time_when_its_new_holder_dies() -> None:
