@@ -16,7 +16,7 @@ import pytest
 from canary import commands
 from testbed import ops
 from tests.e2e.conftest import canary, deployment
-from tests.e2e.test_judge_live import IMAGE2, compared, latency_template, wait_phase
+from tests.e2e.test_judge_live import IMAGE2, compared, latency_template, wait_for_primary_latency, wait_phase
 
 pytestmark = pytest.mark.testbed
 
@@ -84,6 +84,7 @@ def test_an_advisory_canary_never_shifts_traffic_would_roll_back_and_a_person_pr
     spec["spec"]["analysis"]["advisory"] = True
     ops.apply(api_client, spec, namespace)
     wait_phase(api_client, namespace, {"Initialized"}, 60, operator)
+    wait_for_primary_latency(namespace)
     direct_traffic(api_client, namespace, "40")
     started = time.monotonic()
     with RouteSampler(api_client, namespace) as routes:

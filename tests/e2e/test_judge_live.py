@@ -59,11 +59,20 @@ def checks(api_client, ns: str, name: str) -> list[dict]:
     return [c for e in ledger for c in e.get("checks") or [] if c["name"] == name]
 
 
+def wait_for_primary_latency(ns: str) -> None:
+    """The primary's latency is in Prometheus: on a testbed just started (the first test of a
+    run) the first scrapes of its traffic come seconds after Initialized, and a check judged
+    before them sees no samples at all (NoData, which fails by default)."""
+    q = LATENCY_MEAN.replace("{{ namespace }}", ns).replace("{{ target }}", "podinfo-primary")
+    ops.wait_until(lambda: ops.prom_value(q) is not None, 60, "the primary's latency in Prometheus")
+
+
 def setup(api_client, ns: str, operator, metrics: list[dict], **kw) -> None:
     latency_template(api_client, ns)
     ops.apply(api_client, deployment("podinfo", annotations={"sim.canary.dev/latency-ms": "100"}), ns)
     ops.apply(api_client, canary("podinfo", metrics=metrics, **kw), ns)
     wait_phase(api_client, ns, {"Initialized"}, 60, operator)
+    wait_for_primary_latency(ns)
 
 
 def test_judge_rolls_back_a_slower_canary_that_a_fixed_bound_lets_through(api_client, namespace, operator):
