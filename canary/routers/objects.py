@@ -18,6 +18,7 @@ from canary.routers.base import RouterError
 
 ORIGINAL_ANNOTATION = "canary.dev/original-configuration"
 
+
 def apex_metadata(canary: Canary, name: str) -> dict[str, Any]:
     """Metadata of the apex routing object (VirtualService, HTTPRoute): `service.apex` labels and
     annotations, Flux's reconcile switched off, owned by the Canary."""

@@ -113,17 +113,22 @@ def test_the_write_guard_is_per_shard() -> None:
         current_shard.reset(token)
 
 
+class FourShards:
+    """A ShardManager stand-in over four shards that holds all of them or none."""
+
+    def __init__(self, held: bool) -> None:
+        self.held = held
+
+    def shard(self, ns: str, name: str) -> int:
+        return shard_of(ns, name, 4)
+
+    def holds(self, k: int) -> bool:
+        return self.held
+
+
 async def test_a_tick_of_another_replicas_shard_does_nothing() -> None:
     op = Operator(Options(shards=4))
-
-    class Held:
-        def shard(self, ns: str, name: str) -> int:
-            return shard_of(ns, name, 4)
-
-        def holds(self, k: int) -> bool:
-            return False
-
-    op.shards = Held()  # type: ignore[assignment]
+    op.shards = FourShards(held=False)  # type: ignore[assignment]
     op.notifier = None  # reconcile would need it: it must not be reached
     result = await op._tick({"metadata": {"namespace": "shop", "name": "podinfo"}})
     assert result.wake_after == 60.0 and result.written is None
@@ -135,17 +140,10 @@ async def test_a_write_refused_for_a_lost_shard_stops_only_that_tick(monkeypatch
     sharding nothing ever resumes it, so its Canaries of every shard stood still for good."""
     op = Operator(Options(shards=4))
 
-    class Held:
-        def shard(self, ns: str, name: str) -> int:
-            return shard_of(ns, name, 4)
-
-        def holds(self, k: int) -> bool:
-            return True
-
     async def refused(deps, obj, caches):
         raise NotLeader("shard 1 not held: patch refused")
 
-    op.shards = Held()  # type: ignore[assignment]
+    op.shards = FourShards(held=True)  # type: ignore[assignment]
     op.notifier = SimpleNamespace(hold=lambda obj: contextlib.nullcontext())  # type: ignore[assignment]
     op.scheduler = Scheduler(op._tick)
     monkeypatch.setattr(operator_module, "reconcile", refused)
