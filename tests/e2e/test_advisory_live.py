@@ -128,8 +128,9 @@ def test_an_advisory_canary_never_shifts_traffic_would_roll_back_and_a_person_pr
     series = (f'canary_advisory_disagreements_total{{check="(advisory)",name="podinfo",'
               f'namespace="{namespace}"}} 1.0')
     assert series in body, [line for line in body.splitlines() if "advisory" in line]
-    events = kubernetes.client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-    assert any(e.reason == "AdvisoryVerdict" for e in events)
+    core = kubernetes.client.CoreV1Api(api_client)
+    ops.wait_until(lambda: any(e.reason == "AdvisoryVerdict" for e in core.list_namespaced_event(namespace).items),
+                   15, "the AdvisoryVerdict Event")
     # the Canary's routes, sampled every 0.3 s over the whole run: all traffic on the primary
     assert len(routes.seen) > 20 and set(routes.seen) == {(100, 0, False)}, sorted(set(routes.seen))
     print(f"advisory e2e: {len(routes.seen)} route samples over {time.monotonic() - started:.0f}s")

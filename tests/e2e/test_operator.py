@@ -130,9 +130,11 @@ def test_rollback_on_metrics(api_client, namespace, operator):
     cond = {c["type"]: c for c in st["conditions"]}
     assert cond["Promoted"]["status"] == "False"
     assert "request-success-rate" in cond["Promoted"]["message"]
-    events = kubernetes.client.CoreV1Api(api_client).list_namespaced_event(namespace).items
-    warnings = [e for e in events if e.type == "Warning" and e.involved_object.kind == "Canary"]
-    assert any("request-success-rate" in (e.message or "") for e in warnings), [e.message for e in warnings]
+    core = kubernetes.client.CoreV1Api(api_client)
+    # the Events follow the status write (a tick tells people only about a decision it wrote)
+    ops.wait_until(lambda: [e for e in core.list_namespaced_event(namespace).items
+                            if e.type == "Warning" and e.involved_object.kind == "Canary"
+                            and "request-success-rate" in (e.message or "")], 15, "the Warning Event")
 
 
 def test_rollback_on_readiness(api_client, namespace, operator):

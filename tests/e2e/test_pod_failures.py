@@ -84,7 +84,8 @@ def test_an_image_that_cannot_be_pulled_is_named_at_the_deadline(api_client, nam
     assert "progress deadline exceeded" in promoted["message"]
     assert "ImagePullBackOff" in promoted["message"] and UNPULLABLE in promoted["message"], promoted
     assert st["lastFailure"]["check"] == "progress-deadline" and "ImagePullBackOff" in st["lastFailure"]["message"]
-    (rollback,) = warning_events(api_client, namespace, "Rollback")
+    # the Events follow the status write (a tick tells people only about a decision it wrote)
+    (rollback,) = ops.wait_until(lambda: warning_events(api_client, namespace, "Rollback"), 15, "the Rollback Event")
     assert "ImagePullBackOff" in rollback.message and "pod podinfo-" in rollback.message, rollback.message
     alerts = ops.wait_until(lambda: error_alerts(hooks, namespace, "ImagePullBackOff"), 15,
                             "the alert with the pod's reason")
@@ -102,6 +103,7 @@ def test_a_primary_that_cannot_start_is_named_when_initialization_fails(api_clie
     promoted = {c["type"]: c for c in st["conditions"]}["Promoted"]
     assert "Initialization failed" in promoted["message"], promoted
     assert "pod podinfo-primary-" in promoted["message"] and "CrashLoopBackOff" in promoted["message"], promoted
-    (failed,) = warning_events(api_client, namespace, "InitializationFailed")
+    (failed,) = ops.wait_until(lambda: warning_events(api_client, namespace, "InitializationFailed"), 15,
+                               "the InitializationFailed Event")
     assert "CrashLoopBackOff" in failed.message
     ops.wait_until(lambda: error_alerts(hooks, namespace, "CrashLoopBackOff"), 15, "the alert with the pod's reason")
