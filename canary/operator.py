@@ -141,7 +141,7 @@ class Operator:
             # otherwise need): the watched resources are discovered once, at startup, so route
             # CRDs (Istio, Gateway API) installed later are served after a restart
             settings.scanning.disabled = True
-            self.kube = Kube.from_config(self.opts.kubeconfig,
+            self.kube = Kube.from_config(self.opts.kubeconfig, connections=self.opts.kube_connections,
                                          user_agent=f"canary-operator/{version()} ({self.identity})")
             self.kube.on_written = self.caches.written  # caches never older than our own writes
             self.kube.write_guard = self._fence

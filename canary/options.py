@@ -25,6 +25,7 @@ class Options:
     tick_timeout: float = 120.0  # seconds a tick may take before it is cut
     kube_qps: float = 0.0  # client-side API requests per second (0: no limit), as client-go's --kube-api-qps
     kube_burst: int = 100  # requests that may go at once above kube_qps
+    kube_connections: int = 16  # API requests in flight at once, each on a kept-alive connection
     liveness: str | None = None
     alert_webhook: str | None = None  # generic alert webhook for Canaries without analysis.alerts
     event_webhook: str | None = None  # gets the Events of Canaries without `event` webhooks (--event-webhook)

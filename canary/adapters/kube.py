@@ -149,17 +149,30 @@ def _check_answer(obj: dict | None, namespace: str | None, name: str) -> dict | 
     return obj
 
 
+DEFAULT_CONNECTIONS = 16  # requests in flight at once; the rest wait their turn in order
+
+
 class Kube:
     """Async CRUD on any resource, addressed by (apiVersion, plural, namespace, name)."""
 
     def __init__(self, host: str, *, auth: Callable[[], dict[str, str]] | None = None,
                  auth_may_block: bool = False, verify: ssl.SSLContext | bool = True, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None, user_agent: str | None = None):
+                 transport: httpx.AsyncBaseTransport | None = None, user_agent: str | None = None,
+                 connections: int = DEFAULT_CONNECTIONS):
         self._auth = auth  # () -> {"authorization": "Bearer ..."}
         self._auth_may_block = auth_may_block  # a token refresh hook may read files or run programs
+        # At most `connections` requests are in flight, each on a kept-alive connection; the rest
+        # wait in a FIFO here, not in httpcore's pool. Measured (bench/kube_client.py, 200 at
+        # once on the testbed): with httpx's default pool (100 open, 20 kept alive) nearly every
+        # request opened a new TCP and TLS connection, and with 216 open the pool's own
+        # bookkeeping, which grows with connections times waiting requests, took the client's
+        # core; see docs/design.md, "The API client".
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
+                              keepalive_expiry=30.0)
+        self._inflight = asyncio.Semaphore(connections)
         # a User-Agent per process tells replicas apart in the API server's audit log
         self._http = httpx.AsyncClient(base_url=host.rstrip("/"), verify=verify, timeout=timeout,
-                                       transport=transport,
+                                       transport=transport, limits=limits,
                                        headers={"User-Agent": user_agent} if user_agent else None)
         self._groups: dict[str, dict | None] = {}
         self.requests: dict[str, int] = {}  # verb -> number of requests sent
@@ -246,7 +259,8 @@ class Kube:
         self.requests[verb] = self.requests.get(verb, 0) + 1
         started = time.perf_counter()
         try:
-            return await self._http.request(method, path, json=body, headers=headers, params=params)
+            async with self._inflight:
+                return await self._http.request(method, path, json=body, headers=headers, params=params)
         except httpx.TransportError as e:
             # a refused or dropped connection, a timeout: the same outcome as an API error (the
             # tick stops, the next one starts again from what the API server holds)

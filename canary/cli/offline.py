@@ -37,6 +37,7 @@ def cmd_operator(args: argparse.Namespace, ctx: object = None) -> int:
             max_per_namespace=args.max_per_namespace,
             kube_qps=args.kube_api_qps,
             kube_burst=args.kube_api_burst,
+            kube_connections=max(1, args.kube_api_connections),
             leader_election=args.leader_election,
             leader_election_namespace=args.leader_election_namespace,
             leader_election_id=args.leader_election_id,

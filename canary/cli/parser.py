@@ -131,6 +131,8 @@ def build_parser(prog: str = "canary") -> argparse.ArgumentParser:
     op.add_argument("--kube-api-qps", type=float, default=0.0,
                     help="client-side limit of API requests per second (0: none)")
     op.add_argument("--kube-api-burst", type=int, default=100, help="requests allowed at once above the QPS")
+    op.add_argument("--kube-api-connections", type=int, default=16,
+                    help="API requests in flight at once, each on a kept-alive connection (the rest wait in order)")
     op.add_argument("--log-level", default="info")
     op.add_argument("--log-format", default="text", choices=["text", "json"],
                     help="json: one JSON object per line (time, level, logger, message, canary, namespace)")

@@ -252,9 +252,13 @@ def test_kube_api_qps_and_burst():
     assert (args.kube_api_qps, args.kube_api_burst) == (20.0, 40)
     assert parse_args(render({"kubeApi": {"qps": 2.5}})).kube_api_qps == 2.5
     default_args = container(render())["args"]
-    assert not any(a.startswith("--kube-api-") for a in default_args)  # qps 0: no limit, the operator's default
+    # qps 0: no limit, the operator's default
+    assert not any(a.startswith(("--kube-api-qps", "--kube-api-burst")) for a in default_args)
     defaults, bare = parse_args(render()), operator_parser().parse_args(["operator"])
     assert (defaults.kube_api_qps, defaults.kube_api_burst) == (bare.kube_api_qps, bare.kube_api_burst) == (0.0, 100)
+    # the requests in flight: the chart's default is the operator's
+    assert defaults.kube_api_connections == bare.kube_api_connections == 16
+    assert parse_args(render({"kubeApi": {"connections": 4}})).kube_api_connections == 4
 
 
 def test_extra_env_volumes_and_mounts():
