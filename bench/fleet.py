@@ -159,6 +159,21 @@ class Timeline:
         with self.lock:
             return {k: v[-1].phase for k, v in self.changes.items() if v}
 
+    def failures(self, t: float) -> dict:
+        """Every entry into Failed since `t`: how many per failed check, with one message each
+        (the soak says why its releases failed, not only how many)."""
+        by_check: dict[str, dict] = {}
+        with self.lock:
+            for lst in self.changes.values():
+                for before, seen in zip([None, *lst], lst):
+                    if seen.at < t or seen.phase != "Failed" or (before is not None and before.phase == "Failed"):
+                        continue
+                    last = seen.status.get("lastFailure") or {}
+                    entry = by_check.setdefault(str(last.get("check") or "?"), {"count": 0, "example": ""})
+                    entry["count"] += 1
+                    entry["example"] = entry["example"] or str(last.get("message") or "")[:300]
+        return by_check
+
     def since(self, name: str, t: float) -> list[Seen]:
         with self.lock:
             return [s for s in self.changes.get(name) or [] if s.at >= t]

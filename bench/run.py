@@ -189,7 +189,7 @@ def run(n: int, interval_s: int, step: int, max_weight: int, *, idle_s: int = 30
         out["release"] = {
             "seconds": round(dt, 1), "succeeded": sum(1 for k in names if (s := timeline.latest(k))
                                                      and s.phase == "Succeeded"),
-            "failed": failed[:20],
+            "failed": failed[:20], "failures_by_check": timeline.failures(lo),
             **release_measures(timeline, names, started, interval_s, step),
             "operator_cores": usage["operator"]["cores"], "operator_rss_mb": usage["operator"]["rss_mb"],
             "usage": usage,
@@ -221,7 +221,7 @@ def soak(ns: str, names: list[str], procs: procstat.Procs, minutes: float, every
          timeline: fleet.Timeline) -> dict:
     """Releases every `every` s for `minutes`; the operator's RSS sampled every 10 s."""
     samples: list[tuple[float, float]] = []
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     next_release, image, releases = t0, 3, 0
     while time.monotonic() - t0 < minutes * 60:
         if time.monotonic() >= next_release:
@@ -244,6 +244,7 @@ def soak(ns: str, names: list[str], procs: procstat.Procs, minutes: float, every
             "rss_mb_max": max(ys) if ys else None,
             "rss_slope_mb_per_hour": None if slope is None else round(slope, 2),
             "failed": sum(1 for p in phases.values() if p == "Failed"),
+            "failures_by_check": timeline.failures(wall0),
             "samples": [(round(x), round(y, 1)) for x, y in samples]}
 
 
