@@ -14,7 +14,7 @@ import kopf
 from pydantic import ValidationError
 
 from canary.adapters import prometheus, webhooks
-from canary.adapters.kube import ApiError, Kube
+from canary.adapters.kube import ApiError, Kube, is_lease_path
 from canary.adapters.notifiers import Notifier
 from canary.adapters.autoscaler import Autoscalers
 from canary.adapters.configs import ConfigCopier
@@ -104,7 +104,7 @@ class Operator:
     def _fence(self, verb: str, path: str) -> None:
         """Kube.write_guard: with leader election, only the holder of a valid Lease writes (the
         Lease itself excepted); a replica whose renewal is overdue stops at once, mid-tick."""
-        if "/leases" in path:
+        if is_lease_path(path):
             return
         if self.shards is not None:
             shard = current_shard.get()

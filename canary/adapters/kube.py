@@ -111,6 +111,15 @@ def load_configuration(kubeconfig: str | None = None):
     return cfg
 
 
+_LEASE_PATH = re.compile(r"^/apis/coordination\.k8s\.io/[^/]+/(namespaces/[^/]+/)?leases(/[^/]+)?$")
+
+
+def is_lease_path(path: str) -> bool:
+    """A request for a coordination.k8s.io Lease, exactly: not a Canary, Deployment or Service
+    whose name merely contains "leases"."""
+    return _LEASE_PATH.match(path) is not None
+
+
 def _path(api_version: str, plural: str | None = None, namespace: str | None = None,
           name: str | None = None, subresource: str | None = None) -> str:
     """The request path; every segment checked (`check_segment`) and percent-encoded.
@@ -150,6 +159,7 @@ def _check_answer(obj: dict | None, namespace: str | None, name: str) -> dict | 
 
 
 DEFAULT_CONNECTIONS = 16  # requests in flight at once; the rest wait their turn in order
+LEASE_LANE = 4  # connections beyond those for Lease requests, which never wait behind ticks
 
 
 class Kube:
@@ -167,8 +177,10 @@ class Kube:
         # request opened a new TCP and TLS connection, and with 216 open the pool's own
         # bookkeeping, which grows with connections times waiting requests, took the client's
         # core; see docs/design.md, "The API client".
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
-                              keepalive_expiry=30.0)
+        # A Lease renewal skips the queue (a replica whose renewal waited behind a burst of
+        # ticks would lose its Lease to a slow queue, not to a dead process).
+        limits = httpx.Limits(max_connections=connections + LEASE_LANE,
+                              max_keepalive_connections=connections + LEASE_LANE, keepalive_expiry=30.0)
         self._inflight = asyncio.Semaphore(connections)
         # a User-Agent per process tells replicas apart in the API server's audit log
         self._http = httpx.AsyncClient(base_url=host.rstrip("/"), verify=verify, timeout=timeout,
@@ -259,6 +271,8 @@ class Kube:
         self.requests[verb] = self.requests.get(verb, 0) + 1
         started = time.perf_counter()
         try:
+            if is_lease_path(path):
+                return await self._http.request(method, path, json=body, headers=headers, params=params)
             async with self._inflight:
                 return await self._http.request(method, path, json=body, headers=headers, params=params)
         except httpx.TransportError as e:

@@ -223,6 +223,24 @@ def test_a_replica_without_a_valid_lease_writes_nothing():
     op._fence("update", "/apis/coordination.k8s.io/v1/namespaces/a/leases/canary-operator-leader")
 
 
+def test_the_fence_exempts_leases_only_not_names_that_contain_leases():
+    """The fence let through any path containing "/leases": a replica without its Lease still
+    wrote a Canary, Deployment or VirtualService whose name starts with "leases"."""
+    op = Operator(Options(leader_election=True))
+
+    class Elector:
+        is_leader = False
+
+    op.elector = Elector()
+    for path in ("/apis/canary.dev/v1beta1/namespaces/a/canaries/leases/status",
+                 "/apis/apps/v1/namespaces/a/deployments/leases-primary",
+                 "/apis/networking.istio.io/v1beta1/namespaces/leases/virtualservices/x",
+                 "/apis/coordination.k8s.io/v1/namespaces/a/leasesx/y"):
+        with pytest.raises(NotLeader):
+            op._fence("patch", path)
+    op._fence("create", "/apis/coordination.k8s.io/v1/namespaces/a/leases")
+
+
 async def test_the_kube_client_refuses_a_fenced_write_before_sending_it():
     api = FakeApiServer()
     kube: Kube = api.kube()

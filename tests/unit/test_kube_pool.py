@@ -24,7 +24,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.accepted += 1  # type: ignore[attr-defined]
 
     def do_GET(self) -> None:  # noqa: N802
-        time.sleep(0.2)  # long enough that the burst's requests overlap
+        # long enough that the burst's requests overlap; a slow API server for the lease test
+        time.sleep(0.0 if "/leases/" in self.path else self.server.delay)  # type: ignore[attr-defined]
         body = b'{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns"}}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -40,8 +41,9 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the listen backlog: a burst of 50 connects at once
 
 
-def _server() -> ThreadingHTTPServer:
+def _server(delay: float = 0.2) -> ThreadingHTTPServer:
     srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.delay = delay  # type: ignore[attr-defined]
     srv.daemon_threads = True
     srv.accepted = 0  # type: ignore[attr-defined]
     srv.lock = threading.Lock()  # type: ignore[attr-defined]
@@ -76,6 +78,24 @@ async def test_the_pool_bounds_the_connections_it_opens():
         await kube.aclose()
         assert srv.accepted == 10, srv.accepted
         assert time.monotonic() - started >= 0.55  # three rounds of 10
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+async def test_a_lease_renewal_does_not_wait_behind_the_ticks():
+    """A replica must not lose its Lease because its renewal queued behind a burst of ticks."""
+    srv = _server(delay=1.0)
+    try:
+        kube = Kube(f"http://127.0.0.1:{srv.server_address[1]}", connections=1)
+        ticks = [asyncio.create_task(kube.get("v1", "configmaps", "ns", "x")) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await kube.get("coordination.k8s.io/v1", "leases", "ns", "x")
+        took = time.monotonic() - started
+        await asyncio.gather(*ticks)
+        await kube.aclose()
+        assert took < 0.5, f"the renewal waited {took:.1f}s behind the ticks"
     finally:
         srv.shutdown()
         srv.server_close()
