@@ -175,8 +175,9 @@ def test_skip_analysis(api_client, namespace, operator):
     assert end == "Succeeded"
     assert seen_status == {0}, seen_status
     assert seen_routes == {0}, seen_routes
-    primary = _apps(api_client).read_namespaced_deployment("podinfo-primary", namespace)
-    assert primary.spec.template.spec.containers[0].image == IMAGE2
+    # the decision (Succeeded) is written before its effects: the primary's template follows
+    ops.wait_until(lambda: _apps(api_client).read_namespaced_deployment("podinfo-primary", namespace)
+                   .spec.template.spec.containers[0].image == IMAGE2, 20, "the primary promoted")
     assert routed(api_client, namespace, "podinfo", (100, 0)) == (100, 0)
     ops.wait_until(lambda: _replicas(api_client, namespace, "podinfo") == 0, 20, "target scaled back to zero")
 
