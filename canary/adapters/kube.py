@@ -10,6 +10,7 @@ from it. Objects are plain dicts as the API server sends them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 import time
@@ -271,9 +272,7 @@ class Kube:
         self.requests[verb] = self.requests.get(verb, 0) + 1
         started = time.perf_counter()
         try:
-            if is_lease_path(path):
-                return await self._http.request(method, path, json=body, headers=headers, params=params)
-            async with self._inflight:
+            async with contextlib.nullcontext() if is_lease_path(path) else self._inflight:
                 return await self._http.request(method, path, json=body, headers=headers, params=params)
         except httpx.TransportError as e:
             # a refused or dropped connection, a timeout: the same outcome as an API error (the
